@@ -1,0 +1,149 @@
+"""AuralSAM2 = SAM2 (`v_model`) + AuralFuser (`aural_fuser`), with the official clip forward.
+
+`build_auralsam2` gives a module whose `state_dict()` has exactly the official full-model keys.
+Frames are encoded and fused in windows (one clip = one window): the image encoder and the fuser
+do not depend on the memory bank, so batching them is where the speed comes from; the memory /
+decoder step then runs frame by frame.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch import nn
+
+from ..errors import AuralSAM2Error
+from .aural_fuser import AuralFuser, FuserOutput
+
+#: short model names -> SAM 2.0 configs bundled with the `sam2` package (AuralSAM2 uses 2.0)
+SAM2_CONFIGS = {
+    "hiera_t": "sam2_hiera_t",
+    "hiera_s": "sam2_hiera_s",
+    "hiera_b+": "sam2_hiera_b+",
+    "hiera_l": "sam2_hiera_l",
+}
+PREDICTOR_TARGET = "napari_auralsam2.core.model.predictor.AuralSAM2Predictor"
+VARIANTS = ("avs",)
+#: the stock video predictor's post-processing settings (fill_hole_area needs sam2's CUDA op)
+POSTPROCESSING = {
+    "binarize_mask_from_pts_for_mem_enc": True,
+    "sam_mask_decoder_extra_args": {
+        "dynamic_multimask_via_stability": True,
+        "dynamic_multimask_stability_delta": 0.05,
+        "dynamic_multimask_stability_thresh": 0.98,
+    },
+    "fill_hole_area": 0,
+}
+
+
+def sam2_config_path(sam2_config: str) -> Path:
+    """Resolve "hiera_l", "sam2_hiera_l" or a yaml path to a SAM2 config file."""
+    name = SAM2_CONFIGS.get(sam2_config, sam2_config)
+    if name.endswith((".yaml", ".yml")):
+        path = Path(name)
+    else:
+        path = Path(str(resources.files("sam2") / "configs" / "sam2" / f"{name}.yaml"))
+    if not path.is_file():
+        raise AuralSAM2Error(f"unknown SAM2 config {sam2_config!r}",
+                             f"use one of {', '.join(SAM2_CONFIGS)} or a path to a SAM2 yaml")
+    return path
+
+
+def build_sam2_predictor(sam2_config: str = "sam2_hiera_l", image_size: int = 1024):
+    """Instantiate the SAM2 video predictor subclass from a bundled config, without hydra's globals."""
+    cfg = OmegaConf.load(sam2_config_path(sam2_config))
+    cfg.model._target_ = PREDICTOR_TARGET
+    cfg.model.image_size = image_size
+    for key, value in POSTPROCESSING.items():
+        cfg.model[key] = value
+    OmegaConf.resolve(cfg)
+    return instantiate(cfg.model, _recursive_=True)
+
+
+@dataclass
+class ClipOutput:
+    """Per-frame decoder outputs of the official clip forward."""
+
+    multimask_logits: torch.Tensor  # [T, 3, S, S] high-res logits of the 3 multimask outputs
+    low_res_multimask_logits: torch.Tensor  # [T, 3, S/4, S/4]
+    ious: torch.Tensor  # [T, 3] predicted IoUs
+    object_score_logits: torch.Tensor  # [T, 1]
+    prompts: FuserOutput
+
+    @property
+    def masks(self) -> torch.Tensor:
+        """`iou_select` decoding: the multimask logit map with the highest predicted IoU, [T, S, S]."""
+        best = self.ious.argmax(dim=-1)
+        return self.multimask_logits[torch.arange(len(best)), best]
+
+
+class AuralSAM2(nn.Module):
+    """The full model; submodules and state_dict keys follow the official `AVmodel`."""
+
+    def __init__(self, v_model: nn.Module, aural_fuser: AuralFuser) -> None:
+        super().__init__()
+        self.v_model = v_model
+        self.aural_fuser = aural_fuser
+
+    @property
+    def image_size(self) -> int:
+        return self.v_model.image_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.v_model.device
+
+    def encode_window(self, frames: torch.Tensor,
+                      examples: torch.Tensor | None = None) -> tuple[dict, FuserOutput | None]:
+        """Encode frames [T, 3, S, S] in one batch; fuse with audio [T, 2, 96, 64] when given.
+
+        Returns SAM2's backbone output (high-res levels projected as stock `forward_image` does)
+        and the fuser's prompts, computed from the *raw* pyramid as the official code does.
+        """
+        out = self.v_model.image_encoder(frames)
+        pyramid = list(out["backbone_fpn"])
+        prompts = self.aural_fuser(pyramid, examples) if examples is not None else None
+        if self.v_model.use_high_res_features_in_sam:
+            decoder = self.v_model.sam_mask_decoder
+            pyramid[0] = decoder.conv_s0(pyramid[0])
+            pyramid[1] = decoder.conv_s1(pyramid[1])
+        return {"backbone_fpn": pyramid, "vision_pos_enc": list(out["vision_pos_enc"])}, prompts
+
+    def segment_clip(self, frames: torch.Tensor, audio: torch.Tensor, cond_frame: int = 0) -> ClipOutput:
+        """The official clip forward: audio prompts on every frame, `cond_frame` first, then the rest in order.
+
+        frames: [T, 3, S, S] ImageNet-normalised; audio: [T, 2, 96, 64] log-mel examples.
+        """
+        sam = self.v_model
+        num_frames = frames.shape[0]
+        backbone, prompts = self.encode_window(frames, audio)
+        _, feats, pos, sizes = sam._prepare_backbone_features(backbone)
+        memory = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
+        results: dict[int, tuple] = {}
+        for t in [cond_frame] + [i for i in range(num_frames) if i != cond_frame]:
+            frame_feats = [x[:, t:t + 1] for x in feats]
+            frame_pos = [x[:, t:t + 1] for x in pos]
+            with sam.use_prompts(prompts.frame(t)):
+                out, heads, _, _ = sam._track_step(t, t == cond_frame, frame_feats, frame_pos, sizes, None, None,
+                                                   memory, num_frames, False, None)
+                low_multi, high_multi, ious, low, high, obj_ptr, score = heads
+                out.update(pred_masks=low, pred_masks_high_res=high, obj_ptr=obj_ptr, object_score_logits=score)
+                sam._encode_memory_in_output(frame_feats, sizes, None, True, high, score, out)
+            memory["cond_frame_outputs" if t == cond_frame else "non_cond_frame_outputs"][t] = out
+            results[t] = (high_multi, low_multi, ious, score)
+        stacked = [torch.cat([results[t][k] for t in range(num_frames)]) for k in range(4)]
+        return ClipOutput(*stacked, prompts=prompts)
+
+
+def build_auralsam2(sam2_config: str = "sam2_hiera_l", image_size: int = 1024, device: str | torch.device = "cpu",
+                    variant: str = "avs") -> AuralSAM2:
+    """Build AuralSAM2 with random weights (load checkpoints with `load_checkpoint`)."""
+    if variant not in VARIANTS:
+        raise AuralSAM2Error(f"variant {variant!r} is not supported yet",
+                             "only 'avs' (AVSBench v1s/v1m/v2 checkpoints) is; Ref-AVS needs the text branch")
+    model = AuralSAM2(build_sam2_predictor(sam2_config, image_size), AuralFuser())
+    return model.to(device).eval()

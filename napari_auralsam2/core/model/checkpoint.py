@@ -1,0 +1,118 @@
+"""Checkpoint reading and strict loading for AuralSAM2, in every layout the official code uses.
+
+Accepted: a full-model file (`v_model.*` + `aural_fuser.*`); a fuser-only file (bare AuralFuser
+keys, or `aural_fuser.*`) plus a stock SAM2 checkpoint (`{"model": ...}`); legacy files with
+`audio_prompter.*` names (remapped as the official `tools/remap_aural_ckpt_keys.py` does); a VGGish
+file for training from scratch; `.safetensors` for any of them. Pickles are always read with
+`weights_only=True`.
+"""
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError
+
+LEGACY_PREFIX = "audio_prompter."
+FUSER_PREFIX = "aural_fuser."
+SAM2_PREFIX = "v_model."
+#: legacy AuralFuser module names (1-based) -> current ModuleList names (0-based)
+LEGACY_RENAMES = tuple(
+    [(f"train_f_patch_embed{i}", f"patch_embeds.{i - 1}") for i in (1, 2, 3)]
+    + [(f"train_f_a_block{i}", f"fusion_modules.{i - 1}") for i in (1, 2, 3)]
+    + [(f"train_f_block{i}", f"f_blocks.{i - 1}") for i in (1, 2, 3)]
+    + [(f"train_a_block{i}", f"a_blocks.{i - 1}") for i in (1, 2, 3)]
+    + [(f"train_smooth{i}", f"smooth_convs.{i - 1}") for i in (1, 2)]
+)
+#: duplicated weights in legacy files, dropped by the official remap tool
+LEGACY_DUPLICATES = (".training_layers.", ".finetuning_layers.")
+_WRAPPERS = ("model", "state_dict")
+_EXAMPLES = 3
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a tensor dict from .pt/.pth/.safetensors; unwrap `{"model": ...}` / `{"state_dict": ...}`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}", "check the path")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            obj = load_file(str(path))
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path.name} stores arbitrary Python objects; refusing to unpickle it (weights_only=True)",
+            "re-save it as a plain state_dict or .safetensors from a trusted environment") from err
+    except (RuntimeError, OSError, EOFError, zipfile.BadZipFile, ValueError) as err:
+        raise CheckpointError(f"cannot read checkpoint {path.name}: it is corrupted or not a PyTorch/"
+                              "safetensors file", "download it again") from err
+    for key in _WRAPPERS:
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path.name} is not a state_dict of tensors", "pass an AuralSAM2 or SAM2 checkpoint")
+    return obj
+
+
+def remap_legacy_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`audio_prompter.*` -> `aural_fuser.*` with current module names; drop duplicated layers."""
+    out = {}
+    for key, value in state.items():
+        if key.startswith(LEGACY_PREFIX):
+            if any(dup in key for dup in LEGACY_DUPLICATES):
+                continue
+            key = FUSER_PREFIX + key[len(LEGACY_PREFIX):]
+            for old, new in LEGACY_RENAMES:
+                key = key.replace(old, new)
+        out[key] = value
+    return out
+
+
+def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """`load_state_dict(strict=True)` whose error names the missing/unexpected keys in one line."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        parts = [f"{name} {len(keys)} keys (e.g. {', '.join(keys[:_EXAMPLES])})"
+                 for name, keys in (("missing", missing), ("unexpected", unexpected), ("wrong-shape", wrong)) if keys]
+        raise CheckpointError(f"{source} does not fit the model: " + "; ".join(parts),
+                              "check the model size (--model) and that this is the right kind of checkpoint")
+    module.load_state_dict(state, strict=True)
+
+
+def _strip(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def load_checkpoint(model: nn.Module, checkpoint: str | Path | None = None,
+                    sam2_checkpoint: str | Path | None = None, vggish_checkpoint: str | Path | None = None) -> str:
+    """Load weights into an `AuralSAM2`; returns the layout found ("full", "fuser" or "none").
+
+    A full-model checkpoint needs nothing else. A fuser-only one takes SAM2's weights from
+    `sam2_checkpoint` (loaded first, so the fuser file decides shared keys).
+    """
+    if sam2_checkpoint is not None:
+        load_strict(model.v_model, read_state_dict(sam2_checkpoint), Path(sam2_checkpoint).name)
+    if vggish_checkpoint is not None:
+        load_strict(model.aural_fuser.vgg, read_state_dict(vggish_checkpoint), Path(vggish_checkpoint).name)
+    if checkpoint is None:
+        return "none"
+    name = Path(checkpoint).name
+    state = remap_legacy_keys(read_state_dict(checkpoint))
+    if any(k.startswith(SAM2_PREFIX) for k in state):
+        load_strict(model, state, name)
+        return "full"
+    if any(k.startswith(FUSER_PREFIX) for k in state):
+        state = _strip(state, FUSER_PREFIX)
+    if sam2_checkpoint is None:
+        raise CheckpointError(f"{name} holds only the AuralFuser", "also pass the SAM2 checkpoint (sam2_hiera_large.pt)")
+    load_strict(model.aural_fuser, state, name)
+    return "fuser"

@@ -1,0 +1,350 @@
+"""The segmentation session: the one API that the CLI, napari and CVAT drive.
+
+An `Engine` holds a loaded AuralSAM2 (load it once, reuse it). `Engine.open_session(video)` gives a
+`SegmentationSession` over a lazy `VideoSource`: objects are prompted with clicks/boxes on any
+frame, or with audio alone, and propagated forward and/or backward. Frames are encoded (and fused
+with their audio) in windows of `window` frames; the memory/decoder step runs frame by frame on
+SAM2's own video-predictor machinery, so memory never holds more than a few windows of features.
+"""
+from __future__ import annotations
+
+import threading
+import warnings
+from collections import OrderedDict
+from contextlib import nullcontext
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .audio import FrameExamples
+from .errors import AudioError, NoAudioError, PromptError
+from .model.auralsam2 import AuralSAM2
+from .model.aural_fuser import FuserOutput
+from .model.predictor import WINDOWS_KEY
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: official clip length for AVSBench v1s/v1m (v2 uses 10): one clip = one encoder/fuser window
+DEFAULT_WINDOW = 5
+#: non-conditioning outputs kept behind the tracked frame: SAM2 reads 6 memories and 15 pointers back
+KEEP_BEHIND = 16
+CACHED_WINDOWS = 2
+DIRECTIONS = ("forward", "backward", "both")
+
+Masks = dict[int, np.ndarray]
+Progress = Callable[[int, int], None]
+Cancel = threading.Event | Callable[[], bool] | None
+
+
+def preprocess_frame(frame: np.ndarray, image_size: int) -> torch.Tensor:
+    """uint8 [H, W, 3] -> ImageNet-normalised float [3, S, S] (square bicubic resize, as SAM2's loader)."""
+    image = Image.fromarray(np.ascontiguousarray(frame)).convert("RGB").resize((image_size, image_size),
+                                                                              Image.Resampling.BICUBIC)
+    tensor = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return (tensor - mean) / std
+
+
+class Engine:
+    """A loaded model on a device, shared by every session of a host."""
+
+    def __init__(self, model: AuralSAM2, device: torch.device | str | None = None, window: int = DEFAULT_WINDOW,
+                 random_weights: bool = False) -> None:
+        self.device = torch.device(device or model.device)
+        self.model = model.to(self.device).eval()
+        self.model.v_model.fill_hole_area = 0  # needs sam2's CUDA extension; stock default would warn
+        self.window = window
+        self.random_weights = random_weights
+
+    @property
+    def image_size(self) -> int:
+        return self.model.image_size
+
+    def autocast(self):
+        """bf16 autocast on CUDA (as the official inference), plain fp32 elsewhere."""
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def open_session(self, video, use_audio: bool = True, audio_rule: str = "centred",
+                     offload_state_to_cpu: bool = False) -> "SegmentationSession":
+        return SegmentationSession(self, video, use_audio=use_audio, audio_rule=audio_rule,
+                                   offload_state_to_cpu=offload_state_to_cpu)
+
+
+class FrameWindows:
+    """Encoder + fuser outputs for aligned windows of frames, computed on demand, a few kept."""
+
+    def __init__(self, engine: Engine, video, examples: FrameExamples | None) -> None:
+        self.engine = engine
+        self.video = video
+        self.examples = examples
+        self.num_frames = len(video)
+        self.cache: OrderedDict[int, tuple] = OrderedDict()
+
+    def bounds(self, frame_idx: int) -> tuple[int, int]:
+        """[start, stop) of the window holding frame_idx; a lone last frame joins the previous window."""
+        size, n = self.engine.window, self.num_frames
+        start = (frame_idx // size) * size
+        if n - start == 1 and start > 0:  # the fuser needs T > 1 to mix frames and audio
+            start -= size
+        stop = min(start + size, n)
+        if n - stop == 1:
+            stop = n
+        return start, stop
+
+    def _window(self, frame_idx: int) -> tuple[int, torch.Tensor, dict, FuserOutput | None]:
+        start, stop = self.bounds(frame_idx)
+        if start in self.cache:
+            self.cache.move_to_end(start)
+            return self.cache[start]
+        size = self.engine.image_size
+        device = self.engine.device
+        frames = torch.stack([preprocess_frame(self.video.frame(i), size) for i in range(start, stop)]).to(device)
+        audio = None
+        if self.examples is not None:
+            audio = torch.from_numpy(self.examples[start:stop]).to(device)
+        with torch.inference_mode(), self.engine.autocast():
+            backbone, prompts = self.engine.model.encode_window(frames, audio)
+        self.cache[start] = (start, frames, backbone, prompts)
+        while len(self.cache) > CACHED_WINDOWS:
+            self.cache.popitem(last=False)
+        return self.cache[start]
+
+    def image_and_features(self, frame_idx: int) -> tuple[torch.Tensor, dict]:
+        start, frames, backbone, _ = self._window(frame_idx)
+        i = frame_idx - start
+        features = {key: [level[i:i + 1] for level in levels] for key, levels in backbone.items()}
+        return frames[i:i + 1], features
+
+    def prompts(self, frame_idx: int) -> FuserOutput | None:
+        start, _, _, prompts = self._window(frame_idx)
+        return None if prompts is None else prompts.frame(frame_idx - start)
+
+
+class _LazyImages:
+    """`inference_state["images"]` without holding the video: preprocessed on access."""
+
+    def __init__(self, video, image_size: int) -> None:
+        self.video, self.image_size = video, image_size
+
+    def __len__(self) -> int:
+        return len(self.video)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return preprocess_frame(self.video.frame(i), self.image_size)
+
+
+def _cancelled(cancel: Cancel) -> bool:
+    if cancel is None:
+        return False
+    if isinstance(cancel, threading.Event):
+        return cancel.is_set()
+    return bool(cancel())
+
+
+class SegmentationSession:
+    """Interactive, audio-aware video segmentation over one video (see docs/architecture.md)."""
+
+    def __init__(self, engine: Engine, video, use_audio: bool = True, audio_rule: str = "centred",
+                 offload_state_to_cpu: bool = False) -> None:
+        self.engine = engine
+        self.video = video
+        self.predictor = engine.model.v_model
+        self.use_audio = use_audio
+        examples = None
+        if use_audio:
+            if video.audio is None:
+                raise NoAudioError("this video has no audio track",
+                                   "give an audio file (--audio FILE) or run without audio (--no-audio)")
+            if video.audio.is_silent():
+                raise AudioError("the audio track is silent, so it cannot guide segmentation",
+                                 "give another audio file (--audio FILE) or run without audio (--no-audio)")
+            examples = FrameExamples(video.audio, video.frame_times, rule=audio_rule)
+        self.num_frames = len(video)
+        self.height, self.width = int(video.shape[1]), int(video.shape[2])
+        self.state = self._new_state(examples, offload_state_to_cpu)
+
+    def _new_state(self, examples: FrameExamples | None, offload: bool) -> dict:
+        device = self.engine.device
+        return {
+            "images": _LazyImages(self.video, self.engine.image_size),
+            "num_frames": self.num_frames,
+            "offload_video_to_cpu": True,
+            "offload_state_to_cpu": offload,
+            "video_height": self.height,
+            "video_width": self.width,
+            "device": device,
+            "storage_device": torch.device("cpu") if offload else device,
+            "point_inputs_per_obj": {},
+            "mask_inputs_per_obj": {},
+            "cached_features": {},
+            "constants": {},
+            "obj_id_to_idx": OrderedDict(),
+            "obj_idx_to_id": OrderedDict(),
+            "obj_ids": [],
+            "output_dict_per_obj": {},
+            "temp_output_dict_per_obj": {},
+            "frames_tracked_per_obj": {},
+            WINDOWS_KEY: FrameWindows(self.engine, self.video, examples),
+        }
+
+    @property
+    def object_ids(self) -> list[int]:
+        return list(self.state["obj_ids"])
+
+    # -- prompts ---------------------------------------------------------------------------
+    def _check_frame(self, frame_index: int) -> int:
+        if not 0 <= int(frame_index) < self.num_frames:
+            raise PromptError(f"frame {frame_index} is outside the video (0..{self.num_frames - 1})")
+        return int(frame_index)
+
+    def _check_xy(self, x: float, y: float, what: str) -> None:
+        if not (0 <= x <= self.width and 0 <= y <= self.height):
+            raise PromptError(f"{what} ({x:g}, {y:g}) is outside the {self.width}x{self.height} frame")
+
+    def _masks(self, obj_ids: Sequence[int], video_res_logits: torch.Tensor) -> Masks:
+        binary = (video_res_logits > 0).squeeze(1).cpu().numpy()
+        return {int(obj_id): binary[i] for i, obj_id in enumerate(obj_ids)}
+
+    def add_prompt(self, frame_index: int, object_id: int, points: Sequence[Sequence[float]] | None = None,
+                   labels: Sequence[int] | None = None,
+                   box: Sequence[float] | None = None) -> Masks:
+        """Clicks (label 1 positive, 0 negative) and/or a box (x0, y0, x1, y1) for one object on one frame."""
+        frame_index = self._check_frame(frame_index)
+        if not points and box is None:
+            raise PromptError("a prompt needs at least one point or a box")
+        if points:
+            labels = [1] * len(points) if labels is None else list(labels)
+            if len(labels) != len(points) or any(label not in (0, 1) for label in labels):
+                raise PromptError("give one label per point: 1 (positive) or 0 (negative)")
+            for x, y in points:
+                self._check_xy(x, y, "point")
+        if box is not None:
+            x0, y0, x1, y1 = map(float, box)
+            self._check_xy(x0, y0, "box corner")
+            self._check_xy(x1, y1, "box corner")
+            if x1 <= x0 or y1 <= y0:
+                raise PromptError(f"box {tuple(box)} is empty: give x0 < x1 and y0 < y1")
+        with torch.inference_mode(), self.engine.autocast():
+            _, obj_ids, logits = self.predictor.add_new_points_or_box(
+                self.state, frame_index, int(object_id),
+                points=np.asarray(points, dtype=np.float32) if points else None,
+                labels=np.asarray(labels, dtype=np.int32) if points else None,
+                box=np.asarray(box, dtype=np.float32) if box is not None else None)
+        return self._masks(obj_ids, logits)
+
+    def add_audio_prompt(self, frame_index: int, object_id: int) -> Masks:
+        """Start (or restart) an object on a frame from the audio alone: the sounding object."""
+        if not self.use_audio:
+            raise PromptError("an audio-only prompt needs the audio: open the session with use_audio=True")
+        frame_index = self._check_frame(frame_index)
+        p, state = self.predictor, self.state
+        with torch.inference_mode(), self.engine.autocast():
+            obj_idx = p._obj_id_to_idx(state, int(object_id))
+            state["point_inputs_per_obj"][obj_idx].pop(frame_index, None)
+            state["mask_inputs_per_obj"][obj_idx].pop(frame_index, None)
+            tracked = state["frames_tracked_per_obj"][obj_idx]
+            is_init = frame_index not in tracked
+            reverse = False if is_init else tracked[frame_index]["reverse"]
+            is_cond = is_init or p.add_all_frames_to_correct_as_cond
+            key = "cond_frame_outputs" if is_cond else "non_cond_frame_outputs"
+            out, _ = p._run_single_frame_inference(
+                inference_state=state, output_dict=state["output_dict_per_obj"][obj_idx], frame_idx=frame_index,
+                batch_size=1, is_init_cond_frame=is_init, point_inputs=None, mask_inputs=None, reverse=reverse,
+                run_mem_encoder=False)
+            state["temp_output_dict_per_obj"][obj_idx][key][frame_index] = out
+            merged = p._consolidate_temp_output_across_obj(state, frame_index, is_cond=is_cond,
+                                                            consolidate_at_video_res=True)
+            _, logits = p._get_orig_video_res_output(state, merged["pred_masks_video_res"])
+        return self._masks(state["obj_ids"], logits)
+
+    def clear_prompts(self, frame_index: int, object_id: int | None = None) -> None:
+        """Forget the prompts on a frame (for one object, or all)."""
+        frame_index = self._check_frame(frame_index)
+        ids = self.object_ids if object_id is None else [int(object_id)]
+        with torch.inference_mode():
+            for obj_id in ids:
+                if obj_id in self.state["obj_id_to_idx"]:
+                    self.predictor.clear_all_prompts_in_frame(self.state, frame_index, obj_id, need_output=False)
+
+    def remove_object(self, object_id: int) -> None:
+        with torch.inference_mode():
+            self.predictor.remove_object(self.state, int(object_id), strict=False, need_output=False)
+
+    def reset(self) -> None:
+        """Drop every object and prompt (cached features are kept)."""
+        with torch.inference_mode():
+            self.predictor.reset_state(self.state)
+
+    # -- propagation -----------------------------------------------------------------------
+    def _cond_frames(self) -> list[int]:
+        return sorted({t for out in self.state["output_dict_per_obj"].values() for t in out["cond_frame_outputs"]}
+                      | {t for out in self.state["temp_output_dict_per_obj"].values()
+                         for t in out["cond_frame_outputs"]})
+
+    def propagate(self, start_frame: int | None = None, direction: str = "both", progress: Progress | None = None,
+                  cancel: Cancel = None) -> Iterator[tuple[int, Masks]]:
+        """Track every prompted object; yields (frame_index, {object_id: mask}) as frames are done."""
+        if direction not in DIRECTIONS:
+            raise PromptError(f"direction must be one of {', '.join(DIRECTIONS)}")
+        if not self.state["obj_ids"]:
+            raise PromptError("nothing to propagate: add a prompt (clicks, box or audio) first")
+        cond = self._cond_frames()
+        start = self._check_frame(start_frame) if start_frame is not None else cond[0]
+        passes = []
+        if direction in ("forward", "both"):
+            passes.append((False, range(start, self.num_frames)))
+        if direction in ("backward", "both"):
+            first = start - 1 if direction == "both" else start
+            passes.append((True, range(first, -1, -1)))
+        total = sum(len(frames) for _, frames in passes)
+        done = 0
+        with torch.inference_mode(), self.engine.autocast():
+            self.predictor.propagate_in_video_preflight(self.state)
+            for reverse, frames in passes:
+                for t in frames:
+                    if _cancelled(cancel):
+                        return
+                    masks = self._track_frame(t, reverse)
+                    self._evict(t, reverse, start)
+                    done += 1
+                    if progress is not None:
+                        progress(done, total)
+                    yield t, masks
+
+    def _track_frame(self, frame_idx: int, reverse: bool) -> Masks:
+        p, state = self.predictor, self.state
+        logits = []
+        for obj_idx in range(p._get_obj_num(state)):
+            outputs = state["output_dict_per_obj"][obj_idx]
+            if frame_idx in outputs["cond_frame_outputs"]:
+                pred = outputs["cond_frame_outputs"][frame_idx]["pred_masks"].to(state["device"])
+            else:
+                out, pred = p._run_single_frame_inference(
+                    inference_state=state, output_dict=outputs, frame_idx=frame_idx, batch_size=1,
+                    is_init_cond_frame=False, point_inputs=None, mask_inputs=None, reverse=reverse,
+                    run_mem_encoder=True)
+                outputs["non_cond_frame_outputs"][frame_idx] = out
+            state["frames_tracked_per_obj"][obj_idx][frame_idx] = {"reverse": reverse}
+            logits.append(pred)
+        _, video_res = p._get_orig_video_res_output(state, torch.cat(logits, dim=0))
+        return self._masks(state["obj_ids"], video_res)
+
+    def _evict(self, frame_idx: int, reverse: bool, start: int) -> None:
+        """Drop outputs that no later frame of this pass can read (memory stays flat on long videos)."""
+        old = frame_idx + KEEP_BEHIND if reverse else frame_idx - KEEP_BEHIND
+        if abs(old - start) <= KEEP_BEHIND:
+            return  # the opposite pass starts here and reads these, as stock SAM2 does
+        for outputs in self.state["output_dict_per_obj"].values():
+            outputs["non_cond_frame_outputs"].pop(old, None)
+
+    def close(self) -> None:
+        self.state = None
+
+
+__all__ = ["Engine", "SegmentationSession", "FrameWindows", "preprocess_frame", "DEFAULT_WINDOW"]
+warnings.filterwarnings("ignore", message="cannot import name '_C' from 'sam2'")
