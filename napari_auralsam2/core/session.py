@@ -56,6 +56,9 @@ class Engine:
         self.device = torch.device(device or model.device)
         self.model = model.to(self.device).eval()
         self.model.v_model.fill_hole_area = 0  # needs sam2's CUDA extension; stock default would warn
+        # a prompt on an already tracked frame must survive re-propagation (stock SAM2 would
+        # store it as an ordinary tracked frame and recompute it): make it a conditioning frame
+        self.model.v_model.add_all_frames_to_correct_as_cond = True
         self.window = window
         self.random_weights = random_weights
 

@@ -46,18 +46,24 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        if "GLOBAL" not in str(err):  # not a refused class: the bytes themselves are broken
+            raise _corrupted(path) from err
         raise CheckpointError(
             f"{path.name} stores arbitrary Python objects; refusing to unpickle it (weights_only=True)",
             "re-save it as a plain state_dict or .safetensors from a trusted environment") from err
     except (RuntimeError, OSError, EOFError, zipfile.BadZipFile, ValueError) as err:
-        raise CheckpointError(f"cannot read checkpoint {path.name}: it is corrupted or not a PyTorch/"
-                              "safetensors file", "download it again") from err
+        raise _corrupted(path) from err
     for key in _WRAPPERS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path.name} is not a state_dict of tensors", "pass an AuralSAM2 or SAM2 checkpoint")
     return obj
+
+
+def _corrupted(path: Path) -> CheckpointError:
+    return CheckpointError(f"cannot read checkpoint {path.name}: it is corrupted or not a PyTorch/safetensors file",
+                           "download it again")
 
 
 def remap_legacy_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

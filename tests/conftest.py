@@ -1,0 +1,80 @@
+"""Shared fixtures: small real media files encoded with PyAV (mp4 with/without AAC audio, wav)."""
+
+from __future__ import annotations
+
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_auralsam2.core.audio import AudioTrack
+from napari_auralsam2.core.video import write_video
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """What the fixture clips contain: a brightness ramp with a moving white bar, two tones."""
+
+    n_frames: int = 20
+    fps: float = 10.0
+    width: int = 96
+    height: int = 64
+    keyframe_interval: int = 5
+    sample_rate: int = 44_100
+    left_hz: float = 440.0
+    right_hz: float = 880.0
+    audio_seconds: float = 2.0
+    wav_rate: int = 16_000
+    wav_seconds: float = 1.5
+
+    def frame(self, index: int) -> np.ndarray:
+        """Source frame ``index``: uniform grey 10 + 10 * index, with a white bar at x = 4 * index."""
+        image = np.full((self.height, self.width, 3), 10 + 10 * index, dtype=np.uint8)
+        image[10:26, 4 * index : 4 * index + 8] = 255
+        return image
+
+    def audio(self) -> AudioTrack:
+        """Stereo tones: left 440 Hz, right 880 Hz, amplitude 0.5."""
+        t = np.arange(int(self.audio_seconds * self.sample_rate)) / self.sample_rate
+        left, right = np.sin(2 * np.pi * self.left_hz * t), np.sin(2 * np.pi * self.right_hz * t)
+        return AudioTrack((0.5 * np.stack([left, right], axis=1)).astype(np.float32), self.sample_rate)
+
+    def wav_samples(self) -> np.ndarray:
+        """Deterministic int16 stereo samples of the wav fixture (full-scale noise)."""
+        rng = np.random.default_rng(1234)
+        return rng.integers(-32768, 32768, size=(int(self.wav_seconds * self.wav_rate), 2)).astype(np.int16)
+
+
+@pytest.fixture(scope="session")
+def clip_spec() -> ClipSpec:
+    return ClipSpec()
+
+
+@pytest.fixture(scope="session")
+def sample_mp4(tmp_path_factory: pytest.TempPathFactory, clip_spec: ClipSpec) -> Path:
+    """h264 96x64, 20 frames at 10 fps (keyframe every 5), stereo 44.1 kHz AAC (440/880 Hz)."""
+    path = tmp_path_factory.mktemp("media") / "clip.mp4"
+    frames = (clip_spec.frame(i) for i in range(clip_spec.n_frames))
+    return write_video(path, frames, clip_spec.fps, clip_spec.audio(), keyframe_interval=clip_spec.keyframe_interval)
+
+
+@pytest.fixture(scope="session")
+def silent_mp4(tmp_path_factory: pytest.TempPathFactory, clip_spec: ClipSpec) -> Path:
+    """The same frames as ``sample_mp4`` without an audio stream."""
+    path = tmp_path_factory.mktemp("media") / "silent.mp4"
+    frames = (clip_spec.frame(i) for i in range(clip_spec.n_frames))
+    return write_video(path, frames, clip_spec.fps, keyframe_interval=clip_spec.keyframe_interval)
+
+
+@pytest.fixture(scope="session")
+def sample_wav(tmp_path_factory: pytest.TempPathFactory, clip_spec: ClipSpec) -> Path:
+    """16-bit stereo 16 kHz wav holding ``clip_spec.wav_samples()``."""
+    path = tmp_path_factory.mktemp("media") / "noise.wav"
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(2)
+        handle.setsampwidth(2)
+        handle.setframerate(clip_spec.wav_rate)
+        handle.writeframes(clip_spec.wav_samples().astype("<i2").tobytes())
+    return path
