@@ -124,11 +124,26 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def resolve_weights(model: str, checkpoint: str | Path | None, sam2_checkpoint: str | Path | None,
+                    release: str = DEFAULT_RELEASE, allow_download: bool = True) -> tuple[Path, Path | None]:
+    """The (AuralSAM2, SAM2) files to load: explicit paths first, else the released files from the cache."""
+    if checkpoint is not None:
+        return Path(checkpoint), Path(sam2_checkpoint) if sam2_checkpoint is not None else None
+    if model != RELEASED_MODEL:
+        raise AuralSAM2Error(f"released AuralSAM2 weights exist for {RELEASED_MODEL} only",
+                             "pass --checkpoint for your own fine-tuned model, or --weights random")
+    if release not in AURALSAM2_WEIGHTS:
+        raise AuralSAM2Error(f"unknown release {release!r}", f"choose one of {', '.join(AURALSAM2_WEIGHTS)}")
+    wanted = [AURALSAM2_WEIGHTS[release]] + ([SAM2_WEIGHTS[model]] if sam2_checkpoint is None else [])
+    found = ensure(wanted, allow_download)
+    return found[0], Path(sam2_checkpoint) if sam2_checkpoint is not None else found[1]
+
+
 def load_engine(model: str = RELEASED_MODEL, image_size: int = 1024, weights: str = "auto",
                 checkpoint: str | Path | None = None, sam2_checkpoint: str | Path | None = None,
                 release: str = DEFAULT_RELEASE, device: str | None = None, window: int = DEFAULT_WINDOW,
                 allow_download: bool = True) -> Engine:
-    """Build the model once and load its weights.
+    """Build the model once and load its weights (files are resolved before anything heavy is built).
 
     weights="random": random init (tests, demos without weights; say so loudly).
     weights="auto": explicit paths if given, else the released files from the cache (downloaded if needed).
@@ -137,18 +152,8 @@ def load_engine(model: str = RELEASED_MODEL, image_size: int = 1024, weights: st
         raise AuralSAM2Error(f"unknown model {model!r}", f"choose one of {', '.join(SAM2_CONFIGS)}")
     if weights not in ("auto", "random"):
         raise AuralSAM2Error(f"unknown weights mode {weights!r}", "use 'auto' or 'random'")
-    device = device or default_device()
+    files = resolve_weights(model, checkpoint, sam2_checkpoint, release, allow_download) if weights == "auto" else None
     net = build_auralsam2(SAM2_CONFIGS[model], image_size=image_size, device="cpu")
-    if weights == "auto":
-        if checkpoint is None:
-            if model != RELEASED_MODEL:
-                raise AuralSAM2Error(f"released AuralSAM2 weights exist for {RELEASED_MODEL} only",
-                                     "pass --checkpoint for your own fine-tuned model, or --weights random")
-            if release not in AURALSAM2_WEIGHTS:
-                raise AuralSAM2Error(f"unknown release {release!r}", f"choose one of {', '.join(AURALSAM2_WEIGHTS)}")
-            wanted = [AURALSAM2_WEIGHTS[release]] + ([SAM2_WEIGHTS[model]] if sam2_checkpoint is None else [])
-            found = ensure(wanted, allow_download)
-            checkpoint = found[0]
-            sam2_checkpoint = sam2_checkpoint or found[1]
-        load_checkpoint(net, checkpoint, sam2_checkpoint)
-    return Engine(net, device=device, window=window, random_weights=weights == "random")
+    if files is not None:
+        load_checkpoint(net, *files)
+    return Engine(net, device=device or default_device(), window=window, random_weights=files is None)
