@@ -17,7 +17,7 @@ Numpy only: no cvat_sdk import (tests check the round trips against ``cvat_sdk.m
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -25,6 +25,8 @@ BBOX_LEN = 4
 #: fewest numbers in a CVAT RLE (one run + a box), as cvat_sdk.masks.decode_mask requires
 MIN_RLE_LEN = 5
 EMPTY_RLE = [1, 0, 0, 0, 0]
+#: outline simplification (pixels) for polygons written to CVAT: far fewer points, IoU > 0.97
+POLYGON_TOLERANCE = 1.0
 #: direction codes of boundary edges, and their unit steps (x right, y down)
 EAST, SOUTH, WEST, NORTH = 0, 1, 2, 3
 _STEP_X = np.array([1, 0, -1, 0])
@@ -298,4 +300,4 @@ def resize_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 __all__ = ["bbox", "to_detector_mask", "from_detector_mask", "to_rle", "from_rle", "detector_mask_to_rle",
-           "to_polygons", "polygons_to_mask", "resize_mask", "EMPTY_RLE"]
+           "to_polygons", "polygons_to_mask", "resize_mask", "EMPTY_RLE", "POLYGON_TOLERANCE"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import warnings
 from collections import OrderedDict
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -72,6 +72,12 @@ class Engine:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return nullcontext()
 
+    @contextmanager
+    def computing(self) -> Iterator[None]:
+        """inference_mode + autocast for one unit of work (never held across a generator's yield)."""
+        with torch.inference_mode(), self.autocast():
+            yield
+
     def open_session(self, video, use_audio: bool = True, audio_rule: str = "centred",
                      offload_state_to_cpu: bool = False) -> "SegmentationSession":
         return SegmentationSession(self, video, use_audio=use_audio, audio_rule=audio_rule,
@@ -110,7 +116,7 @@ class FrameWindows:
         audio = None
         if self.examples is not None:
             audio = torch.from_numpy(self.examples[start:stop]).to(device)
-        with torch.inference_mode(), self.engine.autocast():
+        with self.engine.computing():
             backbone, prompts = self.engine.model.encode_window(frames, audio)
         self.cache[start] = (start, frames, backbone, prompts)
         while len(self.cache) > CACHED_WINDOWS:
@@ -232,7 +238,7 @@ class SegmentationSession:
             self._check_xy(x1, y1, "box corner")
             if x1 <= x0 or y1 <= y0:
                 raise PromptError(f"box {tuple(box)} is empty: give x0 < x1 and y0 < y1")
-        with torch.inference_mode(), self.engine.autocast():
+        with self.engine.computing():
             _, obj_ids, logits = self.predictor.add_new_points_or_box(
                 self.state, frame_index, int(object_id),
                 points=np.asarray(points, dtype=np.float32) if points else None,
@@ -246,7 +252,7 @@ class SegmentationSession:
             raise PromptError("an audio-only prompt needs the audio: open the session with use_audio=True")
         frame_index = self._check_frame(frame_index)
         p, state = self.predictor, self.state
-        with torch.inference_mode(), self.engine.autocast():
+        with self.engine.computing():
             obj_idx = p._obj_id_to_idx(state, int(object_id))
             state["point_inputs_per_obj"][obj_idx].pop(frame_index, None)
             state["mask_inputs_per_obj"][obj_idx].pop(frame_index, None)
@@ -306,18 +312,19 @@ class SegmentationSession:
             passes.append((True, range(first, -1, -1)))
         total = sum(len(frames) for _, frames in passes)
         done = 0
-        with torch.inference_mode(), self.engine.autocast():
+        with self.engine.computing():
             self.predictor.propagate_in_video_preflight(self.state)
-            for reverse, frames in passes:
-                for t in frames:
-                    if _cancelled(cancel):
-                        return
+        for reverse, frames in passes:
+            for t in frames:
+                if _cancelled(cancel):
+                    return
+                with self.engine.computing():  # per frame: the caller may resume us from another thread
                     masks = self._track_frame(t, reverse)
-                    self._evict(t, reverse, start)
-                    done += 1
-                    if progress is not None:
-                        progress(done, total)
-                    yield t, masks
+                self._evict(t, reverse, start)
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+                yield t, masks
 
     def _track_frame(self, frame_idx: int, reverse: bool) -> Masks:
         p, state = self.predictor, self.state

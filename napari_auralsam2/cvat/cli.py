@@ -1,0 +1,155 @@
+"""``auralsam2 cvat annotate``: segment a CVAT task's objects with sound, upload masklets as tracks.
+
+The main CLI registers this with ``add_parser(subparsers)``; the parsed namespace's ``func`` is the
+handler (``func(args) -> exit code``). Server options are cvat-cli's own (``--server-host``,
+``--server-port``, ``--auth USER[:PASS]`` or ``CVAT_ACCESS_TOKEN``, ``--organization``, ``--profile``).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..core.errors import AuralSAM2Error
+
+PROMPT_HELP = "OBJ:FRAME:X,Y"
+BOX_HELP = "OBJ:FRAME:X0,Y0,X1,Y1"
+
+
+def _prompt_arg(text: str, count: int, what: str) -> tuple[int, int, list[float]]:
+    try:
+        obj, frame, values = text.split(":")
+        numbers = [float(v) for v in values.split(",")]
+        if len(numbers) != count:
+            raise ValueError
+        return int(obj), int(frame), numbers
+    except ValueError:
+        metavar = BOX_HELP if count == 4 else PROMPT_HELP
+        raise argparse.ArgumentTypeError(f"{what} {text!r} is not {metavar}") from None
+
+
+def point_arg(text: str) -> tuple[int, int, list[float]]:
+    return _prompt_arg(text, 2, "point")
+
+
+def box_arg(text: str) -> tuple[int, int, list[float]]:
+    return _prompt_arg(text, 4, "box")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``cvat`` (with ``annotate``) to the main CLI's subparsers."""
+    parser = subparsers.add_parser("cvat", help="CVAT: write audio-guided masklets back to a task",
+                                   description="CVAT integration (see docs/cvat.md for the nuclio functions "
+                                               "and the cvat-cli auto-annotate function).")
+    commands = parser.add_subparsers(dest="cvat_command", metavar="COMMAND", required=True)
+    annotate = commands.add_parser(
+        "annotate", help="segment a task's objects on its source video (with sound) and upload them",
+        description="Runs AuralSAM2 over the task's source video and uploads one polygon track (or, with "
+                    "--as mask, per-frame mask shapes grouped by object) per object. Existing annotations "
+                    "are kept unless --replace. Without prompts the sounding object is segmented from the "
+                    "audio alone, starting on the task's first frame.")
+    try:
+        from cvat_sdk.core.auth import configure_client_auth_arguments
+    except ImportError:
+        annotate.set_defaults(func=_missing_sdk)
+        return parser
+    configure_client_auth_arguments(annotate)
+    annotate.add_argument("--task", type=int, required=True, help="CVAT task id")
+    annotate.add_argument("--video", required=True, help="the video the task was created from (with its sound)")
+    annotate.add_argument("--audio", help="separate audio file (replaces the video's own track)")
+    annotate.add_argument("--point", type=point_arg, action="append", default=[], metavar=PROMPT_HELP,
+                          help="positive click for object OBJ on task frame FRAME (task pixels); repeatable")
+    annotate.add_argument("--neg-point", type=point_arg, action="append", default=[], metavar=PROMPT_HELP,
+                          help="negative click; repeatable")
+    annotate.add_argument("--box", type=box_arg, action="append", default=[], metavar=BOX_HELP,
+                          help="box for object OBJ on task frame FRAME; one per object and frame")
+    annotate.add_argument("--from-task-shapes", action="store_true",
+                          help="use the task's rectangles, points, polygons and masks as prompts (one object each)")
+    annotate.add_argument("--label", help="task label for prompted objects (default: the task's first label)")
+    annotate.add_argument("--as", dest="shape_type", choices=("polygon", "mask"), default="polygon",
+                          help="polygon tracks (default; editable, interpolated by CVAT) or per-frame mask shapes "
+                               "grouped by object (pixel-exact; CVAT cannot load mask tracks)")
+    annotate.add_argument("--replace", action="store_true",
+                          help="DELETE all existing annotations of the task and write only these")
+    annotate.add_argument("--no-audio", action="store_true", help="track without sound (stock SAM2)")
+    engine = annotate.add_argument_group("model")
+    engine.add_argument("--model", default="hiera_l", help="hiera_t, hiera_s, hiera_b+ or hiera_l (default)")
+    engine.add_argument("--image-size", type=int, default=1024)
+    engine.add_argument("--weights", choices=("auto", "random"), default="auto",
+                        help="random: pipeline checks only (meaningless masks)")
+    engine.add_argument("--checkpoint", help="AuralSAM2 checkpoint (default: released avs_v2 from the cache)")
+    engine.add_argument("--sam2-checkpoint", help="SAM2 checkpoint (default: from the cache)")
+    engine.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    annotate.set_defaults(func=run_annotate)
+    return parser
+
+
+def _missing_sdk(args: argparse.Namespace) -> int:
+    print("auralsam2 cvat needs cvat-sdk: pip install 'napari-auralsam2[cvat]'", file=sys.stderr)
+    return 2
+
+
+def collect_prompts(args: argparse.Namespace):
+    """--point/--neg-point/--box -> ObjectPrompts (one per object and frame)."""
+    from .tracks import ObjectPrompt
+
+    prompts: dict[tuple[int, int], ObjectPrompt] = {}
+
+    def prompt_for(obj: int, frame: int) -> ObjectPrompt:
+        if obj < 1:
+            raise AuralSAM2Error(f"object ids start at 1, got {obj}")
+        return prompts.setdefault((obj, frame), ObjectPrompt(obj, frame))
+
+    for values, label in ((args.point, 1), (args.neg_point, 0)):
+        for obj, frame, (x, y) in values:
+            prompt = prompt_for(obj, frame)
+            prompt.points.append((x, y))
+            prompt.labels.append(label)
+    for obj, frame, box in args.box:
+        prompt = prompt_for(obj, frame)
+        if prompt.box is not None:
+            raise AuralSAM2Error(f"object {obj} has two boxes on frame {frame}", "give one box per object and frame")
+        prompt.box = tuple(box)
+    if len({p.object_id for p in prompts.values()}) != len(prompts):
+        raise AuralSAM2Error("each object takes prompts on one frame only", "give all clicks of an object on one frame")
+    return sorted(prompts.values(), key=lambda p: p.object_id)
+
+
+def run_annotate(args: argparse.Namespace) -> int:
+    """Handler of ``auralsam2 cvat annotate``; returns the exit code."""
+    from cvat_sdk.api_client.exceptions import ApiException
+    from cvat_sdk.core.auth import make_client_from_cli
+    from cvat_sdk.core.exceptions import AuthStoreError
+
+    from ..core.video import open_video
+    from .streams import shared_engine
+    from .tracks import annotate_task
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr)
+
+    try:
+        prompts = collect_prompts(args)
+        if prompts and args.from_task_shapes:
+            raise AuralSAM2Error("--from-task-shapes and --point/--box exclude each other", "pick one")
+        engine = shared_engine(model=args.model, image_size=args.image_size, weights=args.weights,
+                               checkpoint=args.checkpoint, sam2_checkpoint=args.sam2_checkpoint, device=args.device)
+        if engine.random_weights:
+            from ..core.weights import RANDOM_WEIGHTS_BANNER
+            log(RANDOM_WEIGHTS_BANNER)
+        with open_video(args.video, audio=args.audio) as video, make_client_from_cli(args) as client:
+            written = annotate_task(client, args.task, engine, video, prompts=prompts,
+                                    from_task_shapes=args.from_task_shapes, label=args.label, replace=args.replace,
+                                    shape_type=args.shape_type, use_audio=not args.no_audio, log=log)
+    except (AuralSAM2Error, AuthStoreError) as err:
+        log(f"error: {err}")
+        return 1
+    except ApiException as err:
+        body = err.body.decode(errors="replace") if isinstance(err.body, bytes) else str(err.body or "")
+        log(f"error: the CVAT server answered {err.status} {err.reason}: {body[:500]}")
+        return 1
+    if not any(written.values()):
+        log("no object was found on any frame: nothing was uploaded")
+    return 0
+
+
+__all__ = ["add_parser", "run_annotate", "collect_prompts"]

@@ -1,0 +1,122 @@
+"""Frame-by-frame segmentation of CVAT frames with the audio of their source video.
+
+Both detectors (the nuclio function and the cvat-sdk function) get one image per call. Each image
+is located in its source video by fingerprint (:mod:`.fingerprint`); the engine then runs on that
+video, with its audio, and a :class:`~.streams.MaskStream` keeps SAM2's memory while the calls
+walk forward through the video, so consecutive frames form one masklet instead of independent
+guesses. A jump backwards, to another video or far ahead restarts the stream on that frame.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..core import masks as codec
+from ..core.session import Engine
+from ..core.video import VideoSource, open_video
+from .fingerprint import MAX_SKIP, FrameIndex, Match
+from .streams import MaskStream
+
+OPEN_VIDEOS = 2
+#: the label both detectors write (nuclio: AURALSAM2_LABEL, cvat-sdk: -p label=...)
+DEFAULT_LABEL = "sounding object"
+
+
+@dataclass
+class Prompt:
+    """What starts the masklet: clicks/box on ``frame``, or (none given) the audio alone.
+
+    ``frame=None`` starts on the first frame seen (audio mode); a fixed frame is where the
+    clicks were made, and frames before it get no mask.
+    """
+
+    frame: int | None = None
+    points: list[tuple[float, float]] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    box: tuple[float, float, float, float] | None = None
+
+    @property
+    def audio_only(self) -> bool:
+        return not self.points and self.box is None
+
+
+@dataclass(frozen=True)
+class Segment:
+    """The object on one located frame: ``mask`` is at the incoming image's size."""
+
+    match: Match
+    mask: np.ndarray
+    score: float
+
+
+class Segmenter:
+    """Locates images in source videos and tracks one object through them (not thread-safe)."""
+
+    def __init__(self, engine: Engine, index: FrameIndex, prompt: Prompt | None = None, use_audio: bool = True,
+                 audio: str | Path | None = None) -> None:
+        self.engine, self.index = engine, index
+        self.prompt = prompt or Prompt()
+        self.use_audio = use_audio
+        self.audio = audio
+        self._videos: OrderedDict[Path, VideoSource] = OrderedDict()
+        self._stream: MaskStream | None = None
+        self._stream_path: Path | None = None
+        self._last: tuple[Path, int] | None = None
+
+    def locate(self, image: np.ndarray) -> Match:
+        match = self.index.match(image, after=self._last)
+        self._last = (match.path, match.frame)
+        return match
+
+    def segment(self, image: np.ndarray) -> Segment | None:
+        """Locate the image and segment it; None before a fixed prompt frame."""
+        match = self.locate(image)
+        stream = self._stream_for(match)
+        if stream is None:
+            return None
+        mask, score = stream.advance_to(match.frame)
+        height, width = image.shape[:2]
+        return Segment(match, codec.resize_mask(mask, width, height), score)
+
+    def _stream_for(self, match: Match) -> MaskStream | None:
+        fixed = self.prompt.frame
+        if fixed is not None and match.frame < fixed:
+            return None
+        stream = self._stream
+        if stream is not None and self._stream_path == match.path and stream.last_frame < match.frame \
+                and (fixed is not None or match.frame - stream.last_frame <= MAX_SKIP):
+            return stream
+        self.close_stream()
+        video = self._video(match.path)
+        start = match.frame if fixed is None else fixed
+        prompt = self.prompt
+        self._stream = MaskStream(self.engine, video, start, use_audio=self.use_audio, points=prompt.points or None,
+                                  labels=prompt.labels or None, box=prompt.box)
+        self._stream_path = match.path
+        return self._stream
+
+    def _video(self, path: Path) -> VideoSource:
+        video = self._videos.pop(path, None)
+        if video is None:
+            video = open_video(path, audio=self.audio)
+        self._videos[path] = video
+        while len(self._videos) > OPEN_VIDEOS:
+            self._videos.popitem(last=False)[1].close()
+        return video
+
+    def close_stream(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+        self._stream = self._stream_path = None
+
+    def close(self) -> None:
+        self.close_stream()
+        for video in self._videos.values():
+            video.close()
+        self._videos.clear()
+
+
+__all__ = ["Prompt", "Segment", "Segmenter"]

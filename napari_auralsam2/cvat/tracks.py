@@ -1,0 +1,255 @@
+"""Masklets written back to a CVAT task: ``auralsam2 cvat annotate``.
+
+CVAT stores no audio, so this runs outside CVAT on the user's source video: it reads the task's
+frame layout (and, with ``--from-task-shapes``, its shapes as prompts) with cvat-sdk, maps task
+frames to source-video frames, runs one engine session over the video with its sound, and uploads
+one object per masklet, appending (PATCH ``action=create``) unless ``--replace`` (PUT).
+
+CVAT accepts ``mask`` shapes inside tracks at the API, but its interpolation raises on mask
+tracks with two or more keyframes and its UI refuses to load them (cvat-ai/cvat#6264). So a
+masklet is written either as a **polygon track** (default: one keyframe per frame, the largest
+outline; ``outside`` where the object vanishes) or as **per-frame mask shapes** sharing one
+``group`` id (``--as mask``: pixel-exact, not a CVAT track).
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Callable
+
+import cvat_sdk.models as models
+import numpy as np
+from PIL import Image
+
+from ..core import masks as codec
+from ..core.errors import AuralSAM2Error
+from ..core.session import Engine
+from ..core.video import VideoSource
+from .fingerprint import FrameIndex, fingerprint
+
+SHAPE_TYPES = ("polygon", "mask")
+VIDEO_CHUNKS = "video"
+STEP_PREFIX = "step="
+Log = Callable[[str], None]
+
+
+@dataclass
+class ObjectPrompt:
+    """Clicks/box for one object on one task frame (task pixels); no points and no box = audio."""
+
+    object_id: int
+    frame: int
+    points: list[tuple[float, float]] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    box: tuple[float, float, float, float] | None = None
+    label_id: int | None = None
+
+
+@dataclass
+class FrameMap:
+    """Task frame -> source-video frame, and the task's frame size (width, height)."""
+
+    source: dict[int, int]
+    size: tuple[int, int]
+
+
+def frame_image(task, frame: int) -> Image.Image:
+    """One task frame as CVAT stores it (original quality)."""
+    return Image.open(io.BytesIO(task.get_frame(frame, quality="original").read())).convert("RGB")
+
+
+def video_task_frames(task, meta, video: VideoSource, index: FrameIndex) -> FrameMap:
+    """A video task's frames are ``start_frame + k * step`` of its video; checked on frame 0."""
+    step = int(meta.frame_filter[len(STEP_PREFIX):]) if str(meta.frame_filter).startswith(STEP_PREFIX) else 1
+    deleted = set(meta.deleted_frames)
+    mapping = {k: meta.start_frame + k * step for k in range(meta.size) if k not in deleted}
+    if mapping and max(mapping.values()) >= len(video):
+        raise AuralSAM2Error(f"task {task.id} needs video frame {max(mapping.values())}, {video.path.name} has "
+                             f"{len(video)}", "pass the video the task was created from (--video)")
+    size = (int(meta.frames[0].width), int(meta.frames[0].height))
+    if mapping:
+        first = min(mapping)
+        probe = np.asarray(frame_image(task, first))
+        distance = float(np.abs(fingerprint(probe).astype(np.float32)
+                                - fingerprint(video.frame(mapping[first])).astype(np.float32)).mean())
+        if distance > index.tolerance:
+            raise AuralSAM2Error(f"task {task.id} frame {first} does not match frame {mapping[first]} of "
+                                 f"{video.path.name} (difference {distance:.1f})",
+                                 "pass the video the task was created from (--video)")
+    return FrameMap(mapping, size)
+
+
+def image_task_frames(task, meta, index: FrameIndex, log: Log) -> FrameMap:
+    """An image task (e.g. frames extracted from the video): every frame located by fingerprint."""
+    deleted, mapping, after = set(meta.deleted_frames), {}, None
+    sizes = {(int(f.width), int(f.height)) for f in meta.frames}
+    if len(sizes) != 1:
+        raise AuralSAM2Error(f"task {task.id} mixes frame sizes {sorted(sizes)}", "use a task made from one video")
+    for k in range(meta.size):
+        if k in deleted:
+            continue
+        match = index.match(frame_image(task, k), after=after)
+        mapping[k], after = match.frame, (match.path, match.frame)
+    log(f"located {len(mapping)} task frames in the video")
+    return FrameMap(mapping, sizes.pop())
+
+
+def prompts_from_shapes(annotations, size: tuple[int, int], log: Log) -> list[ObjectPrompt]:
+    """Task shapes as prompts: rectangles -> boxes, points -> clicks, polygons/masks -> their boxes."""
+    width, height = size
+    prompts = []
+    for shape in annotations.shapes:
+        kind, points = str(shape.type.value), list(shape.points)
+        prompt = ObjectPrompt(len(prompts) + 1, int(shape.frame), label_id=int(shape.label_id))
+        if kind == "rectangle":
+            prompt.box = tuple(points[:4])
+        elif kind == "points":
+            prompt.points = list(zip(points[0::2], points[1::2]))
+            prompt.labels = [1] * len(prompt.points)
+        elif kind in ("polygon", "mask"):
+            mask = codec.from_rle(points, width, height) if kind == "mask" else \
+                codec.polygons_to_mask([points], width, height)
+            box = codec.bbox(mask)
+            if box is None:
+                continue
+            prompt.box = (box[0], box[1], box[2] + 1, box[3] + 1)
+        else:
+            log(f"skipping a {kind} shape on frame {shape.frame}: not usable as a prompt")
+            continue
+        prompts.append(prompt)
+    return prompts
+
+
+def run_masklets(engine: Engine, video: VideoSource, frames: FrameMap, prompts: list[ObjectPrompt],
+                 use_audio: bool, shape_type: str, log: Log) -> dict[int, dict[int, list]]:
+    """{object id: {task frame: encoded shape points}} (largest polygon or CVAT RLE; empty -> absent)."""
+    scale_x, scale_y = video.width / frames.size[0], video.height / frames.size[1]
+    to_task = {source: k for k, source in frames.source.items()}
+    session = engine.open_session(video, use_audio=use_audio)
+    try:
+        for prompt in prompts:
+            if prompt.frame not in frames.source:
+                raise AuralSAM2Error(f"prompt frame {prompt.frame} is not a frame of the task")
+            source = frames.source[prompt.frame]
+            if not prompt.points and prompt.box is None:
+                session.add_audio_prompt(source, prompt.object_id)
+                continue
+            points = [(x * scale_x, y * scale_y) for x, y in prompt.points]
+            box = None if prompt.box is None else (prompt.box[0] * scale_x, prompt.box[1] * scale_y,
+                                                  prompt.box[2] * scale_x, prompt.box[3] * scale_y)
+            session.add_prompt(source, prompt.object_id, points=points or None, labels=prompt.labels or None, box=box)
+        results: dict[int, dict[int, list]] = {p.object_id: {} for p in prompts}
+        reported = [0]
+
+        def progress(done: int, total: int) -> None:
+            if done * 10 // total > reported[0]:
+                reported[0] = done * 10 // total
+                log(f"tracked {done}/{total} video frames")
+
+        for source, masks in session.propagate(direction="both", progress=progress):
+            if source not in to_task:
+                continue
+            for object_id, mask in masks.items():
+                mask = codec.resize_mask(mask, *frames.size)
+                if not mask.any():
+                    continue
+                if shape_type == "mask":
+                    results[object_id][to_task[source]] = codec.to_rle(mask)
+                else:
+                    results[object_id][to_task[source]] = codec.to_polygons(mask, tolerance=codec.POLYGON_TOLERANCE)[0]
+        return results
+    finally:
+        session.close()
+
+
+def polygon_track(label_id: int, encoded: dict[int, list], task_frames: list[int],
+                  source: str) -> models.LabeledTrackRequest | None:
+    """One polygon keyframe per frame where the object is, ``outside`` where it vanished."""
+    shapes, last = [], None
+    for frame in task_frames:
+        if frame in encoded:
+            last = encoded[frame]
+            shapes.append(models.TrackedShapeRequest(type="polygon", frame=frame, points=last, outside=False))
+        elif last is not None and not shapes[-1].outside:
+            shapes.append(models.TrackedShapeRequest(type="polygon", frame=frame, points=last, outside=True))
+    if not shapes:
+        return None
+    return models.LabeledTrackRequest(label_id=label_id, frame=shapes[0].frame, shapes=shapes, source=source,
+                                      group=None, attributes=[])
+
+
+def mask_shapes(label_id: int, encoded: dict[int, list], group: int, source: str) -> list[models.LabeledShapeRequest]:
+    """Per-frame mask shapes of one object, tied together by ``group``."""
+    return [models.LabeledShapeRequest(type="mask", frame=frame, label_id=label_id, points=points, group=group,
+                                       source=source, occluded=False, z_order=0, attributes=[])
+            for frame, points in sorted(encoded.items())]
+
+
+def _label_id(labels, name: str | None) -> int:
+    if not labels:
+        raise AuralSAM2Error("the task has no labels", "add a label to the task in CVAT first")
+    if name is None:
+        return int(labels[0].id)
+    for label in labels:
+        if label.name == name:
+            return int(label.id)
+    raise AuralSAM2Error(f"the task has no label {name!r}", f"use one of: {', '.join(item.name for item in labels)}")
+
+
+def annotate_task(client, task_id: int, engine: Engine, video: VideoSource, prompts: list[ObjectPrompt] | None = None,
+                  from_task_shapes: bool = False, label: str | None = None, replace: bool = False,
+                  shape_type: str = "polygon", use_audio: bool = True, log: Log = print) -> dict[int, int]:
+    """Run the engine over the task's source video and upload masklets; returns {object id: frames}."""
+    if shape_type not in SHAPE_TYPES:
+        raise AuralSAM2Error(f"unknown shape type {shape_type!r}", f"use one of {', '.join(SHAPE_TYPES)}")
+    task = client.tasks.retrieve(task_id)
+    meta = task.get_meta()
+    labels = task.get_labels()
+    default_label = _label_id(labels, label)
+    index = FrameIndex([video.path]) if video.path else FrameIndex([])
+    if getattr(task.data_original_chunk_type, "value", task.data_original_chunk_type) == VIDEO_CHUNKS:
+        frames = video_task_frames(task, meta, video, index)
+    else:
+        index.refresh()
+        frames = image_task_frames(task, meta, index, log)
+    needs_existing = from_task_shapes or (shape_type == "mask" and not replace)  # prompts, free group ids
+    existing = task.get_annotations() if needs_existing else None
+    if from_task_shapes:
+        prompts = prompts_from_shapes(existing, frames.size, log)
+        if not prompts:
+            raise AuralSAM2Error(f"task {task_id} has no rectangle, points, polygon or mask shapes to start from",
+                                 "draw some, or pass --point/--box")
+    elif not prompts:
+        prompts = [ObjectPrompt(1, min(frames.source))]  # the sounding object, from the first task frame
+    source = "auto" if all(not p.points and p.box is None for p in prompts) else "semi-auto"
+    encoded = run_masklets(engine, video, frames, prompts, use_audio, shape_type, log)
+    task_frames = sorted(frames.source)
+    group_base = max([s.group or 0 for s in existing.shapes] + [t.group or 0 for t in existing.tracks], default=0) \
+        if existing is not None else 0
+    uploads = []
+    for prompt in prompts:
+        label_id = prompt.label_id if prompt.label_id is not None else default_label
+        per_frame = encoded[prompt.object_id]
+        if shape_type == "polygon":
+            track = polygon_track(label_id, per_frame, task_frames, source)
+            uploads.append((prompt.object_id, [track] if track else [], []))
+        else:
+            uploads.append((prompt.object_id, [], mask_shapes(label_id, per_frame, group_base + prompt.object_id,
+                                                              source)))
+    if replace:
+        task.api.update_annotations(task_id, labeled_data_request=models.LabeledDataRequest(
+            version=0, tags=[], shapes=[s for _, _, shapes in uploads for s in shapes],
+            tracks=[t for _, tracks, _ in uploads for t in tracks]))
+    else:
+        for _, tracks, shapes in uploads:
+            if tracks or shapes:
+                task.api.partial_update_annotations("create", task_id, patched_labeled_data_request=(
+                    models.PatchedLabeledDataRequest(tags=[], shapes=shapes, tracks=tracks)))
+    written = {object_id: len(encoded[object_id]) for object_id, _, _ in uploads}
+    for object_id, count in written.items():
+        log(f"object {object_id}: {count} frame(s) {'written' if count else 'empty: nothing written'}")
+    return written
+
+
+__all__ = ["ObjectPrompt", "FrameMap", "annotate_task", "polygon_track", "mask_shapes", "prompts_from_shapes",
+           "run_masklets", "SHAPE_TYPES"]

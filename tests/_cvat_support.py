@@ -1,0 +1,68 @@
+"""Helpers for the CVAT tests: the shared tiny engine, CVAT-style images and the nuclio main.py files."""
+from __future__ import annotations
+
+import base64
+import importlib.util
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from napari_auralsam2.cvat.streams import shared_engine
+
+ROOT = Path(__file__).resolve().parents[1]
+FUNCTIONS = ROOT / "cvat_serverless" / "pytorch" / "auralsam2"
+KINDS = ("interactor", "tracker", "detector")
+#: what the nuclio functions read from their environment in these tests (tiny random model)
+TEST_ENV = {"AURALSAM2_MODEL": "hiera_t", "AURALSAM2_IMAGE_SIZE": "128", "AURALSAM2_WEIGHTS": "random",
+            "AURALSAM2_DEVICE": "cpu"}
+#: object-score bias: random weights mostly say "no object"; this makes masks non-empty so that
+#: the mask paths (encoding, polygons, uploads) are exercised with real, if meaningless, content
+PRESENCE_BIAS = 10.0
+
+
+def tiny_engine():
+    """hiera_t at 128 px, random weights, object head biased to 'present' (shared by all CVAT tests)."""
+    engine = shared_engine(model="hiera_t", image_size=128, weights="random", device="cpu")
+    head = engine.model.v_model.sam_mask_decoder.pred_obj_score_head
+    last = [m for m in head.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.bias.fill_(PRESENCE_BIAS)
+    return engine
+
+
+def encode(frame: np.ndarray, fmt: str = "PNG", **options) -> str:
+    """base64 of a frame as CVAT's lambda manager sends it (standard, padded, no data: prefix)."""
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, fmt, **options)
+    return base64.b64encode(buffer.getvalue()).decode("utf-8")
+
+
+def scene(height: int = 48, width: int = 64, shift: int = 0) -> np.ndarray:
+    """A bright rectangle on a dark textured background, moved right by ``shift`` pixels."""
+    rng = np.random.default_rng(7)
+    frame = rng.integers(0, 60, (height, width, 3), dtype=np.uint8)
+    frame[12:30, 10 + shift:32 + shift] = (230, 200, 40)
+    return frame
+
+
+def load_main(kind: str):
+    """Import cvat_serverless/.../<kind>/nuclio/main.py the way nuclio does (its folder on sys.path)."""
+    folder = FUNCTIONS / kind / "nuclio"
+    name = f"auralsam2_nuclio_{kind}_main"
+    if name in sys.modules:
+        return sys.modules[name]
+    sys.modules.pop("model_handler", None)
+    sys.path.insert(0, str(folder))
+    try:
+        spec = importlib.util.spec_from_file_location(name, folder / "main.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(folder))
+        sys.modules.pop("model_handler", None)
+    return module
