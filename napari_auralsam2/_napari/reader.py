@@ -1,0 +1,60 @@
+"""napari reader: a video file becomes a lazy RGB image layer that remembers where its sound is.
+
+Frames are decoded on demand by the core `VideoSource` (napari slices one frame at a time), so
+opening a long video costs one demux pass, not a decode. Files the core cannot open give `None`,
+letting napari try other readers.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import av
+from napari.utils.notifications import show_warning
+
+from ..core import open_video
+from ..core.errors import AuralSAM2Error
+from ..core.video import VideoSource
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
+#: layer.metadata keys the widget reads back
+VIDEO_PATH_KEY = "video_path"
+AUDIO_SOURCE_KEY = "audio_source"
+FPS_KEY = "fps"
+UINT8_RANGE = (0, 255)
+
+LayerData = tuple[Any, dict, str]
+
+
+def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
+    """The reader for one video file, or None when it is not a video the core can open."""
+    if isinstance(path, list):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    if Path(path).suffix.lower() not in VIDEO_SUFFIXES:
+        return None
+    try:
+        source = open_video(path)
+    except AuralSAM2Error:
+        return None
+    return lambda _path: [video_layer_data(source)]
+
+
+def has_audio_stream(path: str | Path) -> bool:
+    """Whether the file has an audio stream (container probe, nothing decoded)."""
+    with av.open(str(path)) as container:
+        return bool(container.streams.audio)
+
+
+def video_layer_data(source: VideoSource, name: str | None = None) -> LayerData:
+    """(data, kwargs, "image") for a lazy video; notifies when there is no sound to follow."""
+    path = source.path
+    audio = str(path) if path is not None and has_audio_stream(path) else None
+    if audio is None:
+        show_warning(f"{path.name if path else 'this video'} has no audio track: audio-guided segmentation "
+                     "needs sound, so pick an audio file in the AuralSAM2 widget (clicks still work)")
+    metadata = {VIDEO_PATH_KEY: str(path) if path else None, AUDIO_SOURCE_KEY: audio, FPS_KEY: source.fps}
+    kwargs = {"name": name or (path.stem if path else "video"), "rgb": True, "multiscale": False,
+              "contrast_limits": UINT8_RANGE, "metadata": metadata}
+    return source, kwargs, "image"

@@ -1,0 +1,223 @@
+"""What the widget runs off the GUI thread: load the engine once, keep a session, segment, propagate.
+
+Everything here is Qt-free: a job is a generator of `Update`s that the widget drives from a
+napari worker. The engine and the last session are cached for the process, so a model is loaded
+once and the features of recently seen frames survive between clicks.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Hashable, Iterator
+
+import numpy as np
+import torch
+
+from ..core import frames_from_array, load_engine, open_video
+from ..core.audio import AudioTrack
+from ..core.errors import AudioError, AuralSAM2Error, WeightsMissingError
+from ..core.session import Engine, SegmentationSession
+from ..core.video import VideoSource
+from .labels import masks_to_labels
+from .prompts import Prompts
+
+DEFAULT_FPS = 25.0
+AUDIO_FROM_VIDEO, AUDIO_FROM_FILE, AUDIO_NONE = "video", "file", "none"
+RANDOM_HINT = "to try the plugin without them, set Weights to 'random' (the masks will be meaningless)"
+OOM_HINT = ("out of memory: choose a smaller model (hiera_t or hiera_s), a smaller image size, "
+            "or device cpu, then run again")
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Everything that decides which model is loaded (a change means a reload)."""
+
+    model: str
+    image_size: int
+    weights: str
+    checkpoint: str = ""
+    sam2_checkpoint: str = ""
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class VideoSpec:
+    """The frames and sound a session runs on; `key` identifies them for the session cache.
+
+    Videos opened by the reader are reopened from `path` (the session gets a decoder of its own);
+    any other layer's `frames` are wrapped as they are.
+    """
+
+    layer_id: Hashable
+    path: str | None
+    frames: Any  # (T, H, W[, C]) array-like, used when there is no path
+    fps: float
+    audio_mode: str
+    audio_file: str = ""
+    audio_source: str | None = None  # a sound file recorded in the layer's metadata
+
+    @property
+    def key(self) -> tuple:
+        return (self.layer_id, self.path, self.audio_mode, self.audio_file if self.audio_mode == AUDIO_FROM_FILE else "")
+
+
+@dataclass
+class Job:
+    """One button press: what to run, from where, with which prompts."""
+
+    kind: str
+    frame: int
+    engine: EngineSpec
+    video: VideoSpec
+    prompts: Prompts = field(default_factory=dict)
+    direction: str = "both"
+    object_id: int = 1
+
+
+@dataclass
+class Update:
+    """A message from the worker: a finished frame, a warning, or that the model is ready."""
+
+    kind: str  # "engine" | "frame" | "warning"
+    frame: int = -1
+    labels: np.ndarray | None = None
+    done: int = 0
+    total: int = 0
+    message: str = ""
+    random_weights: bool = False
+
+
+class _Cache:
+    """The loaded engine and the last session, shared by every widget of the process."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.engine_spec: EngineSpec | None = None
+        self.engine: Engine | None = None
+        self.session_key: tuple | None = None
+        self.session: SegmentationSession | None = None
+
+    def get_engine(self, spec: EngineSpec) -> Engine:
+        with self.lock:
+            if self.engine is None or spec != self.engine_spec:
+                self.drop()
+                self.engine = load_engine(
+                    model=spec.model, image_size=spec.image_size, weights=spec.weights,
+                    checkpoint=spec.checkpoint or None, sam2_checkpoint=spec.sam2_checkpoint or None,
+                    device=None if spec.device == "auto" else spec.device)
+                self.engine_spec = spec
+            return self.engine
+
+    def get_session(self, engine: Engine, spec: VideoSpec, use_audio: bool) -> SegmentationSession:
+        key = (id(engine), spec.key, use_audio)
+        with self.lock:
+            if self.session is None or key != self.session_key:
+                self._close_session()
+                self.session = engine.open_session(open_spec(spec, use_audio), use_audio=use_audio)
+                self.session_key = key
+            return self.session
+
+    def _close_session(self) -> None:
+        if self.session is not None:
+            self.session.video.close()  # the session's own decoder
+        self.session = self.session_key = None
+
+    def drop(self) -> None:
+        """Forget the engine and session (after a failure or a model change), freeing device memory."""
+        self._close_session()
+        self.engine = self.engine_spec = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+CACHE = _Cache()
+
+
+def open_spec(spec: VideoSpec, use_audio: bool = True) -> VideoSource:
+    """A lazy source for the spec with the chosen sound attached (decoded only when first used)."""
+    audio = None
+    if use_audio and spec.audio_mode == AUDIO_FROM_FILE:
+        if not spec.audio_file:
+            raise AudioError("no audio file picked", "choose one next to 'Audio file', or set Audio to the video's own")
+        audio = spec.audio_file
+    if spec.path and Path(spec.path).is_file():
+        return open_video(spec.path, audio=audio)  # audio None: the file's own track
+    if use_audio and spec.audio_mode == AUDIO_FROM_VIDEO:
+        audio = spec.audio_source
+    return frames_from_array(spec.frames, fps=spec.fps, audio=audio)
+
+
+def audio_and_times(spec: VideoSpec) -> tuple[AudioTrack | None, np.ndarray]:
+    """The sound the spec points at (None for none) and the video's frame times, in seconds."""
+    with open_spec(spec, use_audio=spec.audio_mode != AUDIO_NONE) as source:
+        track = source.audio if spec.audio_mode != AUDIO_NONE else None
+        return track, source.frame_times
+
+
+def run_job(job: Job, cancel: threading.Event) -> Iterator[Update]:
+    """Run one job, yielding the model state, warnings and every labelled frame as it is done."""
+    if job.kind == "audio" and job.video.audio_mode == AUDIO_NONE:
+        raise AudioError("'Audio only' follows the sound, but Audio is set to none",
+                         "set Audio to the video's own sound or pick an audio file")
+    engine = CACHE.get_engine(job.engine)
+    yield Update("engine", random_weights=engine.random_weights)
+    if cancel.is_set():
+        return
+    use_audio = job.kind == "audio" or job.video.audio_mode != AUDIO_NONE
+    try:
+        session = CACHE.get_session(engine, job.video, use_audio)
+    except AudioError as error:
+        if job.kind == "audio":
+            raise
+        yield Update("warning", message=f"{error} — segmenting from the clicks alone")
+        session = CACHE.get_session(engine, job.video, use_audio=False)
+    session.reset()
+    height, width = session.height, session.width
+    if job.kind == "frame":
+        masks = _add_prompts(session, {job.frame: job.prompts.get(job.frame, {})}, job.frame)
+        yield Update("frame", job.frame, masks_to_labels(masks, height, width), 1, 1)
+        return
+    if job.kind == "audio":
+        session.add_audio_prompt(job.frame, job.object_id)
+        direction = "both"
+    else:
+        _add_prompts(session, job.prompts, job.frame)
+        direction = job.direction
+    counts = [0, 0]
+
+    def progress(done: int, total: int) -> None:
+        counts[:] = done, total
+
+    for t, masks in session.propagate(job.frame, direction, progress=progress, cancel=cancel):
+        yield Update("frame", t, masks_to_labels(masks, height, width), *counts)
+
+
+def _add_prompts(session: SegmentationSession, prompts: Prompts, frame: int) -> dict[int, np.ndarray]:
+    """Add every prompt to the session; returns the masks of `frame` (its objects only)."""
+    if not any(prompts.values()):
+        where = f"on frame {frame}" if list(prompts) == [frame] else "in the prompt layers"
+        raise AuralSAM2Error(f"no clicks or boxes {where}", "click on the object (or draw a box) first, or use 'Audio only'")
+    masks: dict[int, np.ndarray] = {}
+    for t in sorted(prompts):
+        for object_id, prompt in sorted(prompts[t].items()):
+            result = session.add_prompt(t, object_id, points=prompt.points or None,
+                                        labels=prompt.labels or None, box=prompt.box)
+            if t == frame:
+                masks.update({k: v for k, v in result.items() if k in prompts[t]})
+    return masks
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
+def describe_error(error: BaseException) -> str:
+    """One actionable line for a notification."""
+    if is_out_of_memory(error):
+        return f"AuralSAM2 ran {OOM_HINT}"
+    if isinstance(error, WeightsMissingError):
+        return f"{error}; {RANDOM_HINT}"
+    if isinstance(error, AuralSAM2Error):
+        return str(error)
+    return f"AuralSAM2 failed ({type(error).__name__}: {error}); the viewer and your layers are unchanged"

@@ -1,0 +1,98 @@
+"""napari host without the model: manifest, reader, sample data, remembered settings."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from npe2 import PluginManifest
+
+from napari.utils.notifications import notification_manager
+from napari_auralsam2._napari import reader as reader_mod
+from napari_auralsam2._napari import sample_data, settings
+from napari_auralsam2.core.sample import render_sample_frames
+from napari_auralsam2.core.video import VideoSource
+
+PLUGIN = "napari-auralsam2"
+
+
+@pytest.fixture
+def notes() -> list[str]:
+    """Messages of the napari notifications raised during the test."""
+    messages: list[str] = []
+    callback = lambda n: messages.append(str(n.message))  # noqa: E731
+    notification_manager.notification_ready.connect(callback)
+    yield messages
+    notification_manager.notification_ready.disconnect(callback)
+
+
+def test_manifest_is_valid_and_importable() -> None:
+    manifest = PluginManifest.from_distribution(PLUGIN)
+    manifest.validate_imports()  # every python_name resolves
+    contributions = manifest.contributions
+    assert [r.command for r in contributions.readers] == [f"{PLUGIN}.get_reader"]
+    assert {"*.mp4", "*.mov", "*.mkv", "*.webm", "*.avi"} <= set(contributions.readers[0].filename_patterns)
+    assert [s.display_name for s in contributions.sample_data] == ["AuralSAM2 sample clip"]
+    assert [w.display_name for w in contributions.widgets] == ["AuralSAM2"]
+
+
+def test_napari_opens_a_video_lazily_with_its_sound(make_napari_viewer, sample_mp4: Path, clip_spec) -> None:
+    viewer = make_napari_viewer(show=True)
+    (layer,) = viewer.open(str(sample_mp4), plugin=PLUGIN)
+    source = layer.data
+    assert isinstance(source, VideoSource) and layer.rgb
+    assert source.shape == (clip_spec.n_frames, clip_spec.height, clip_spec.width, 3)
+    # decoded so far: the shown frame's group of pictures (plus napari's probe of frame 0), not the video
+    assert len(source._cache) <= clip_spec.keyframe_interval + 1 < clip_spec.n_frames
+    assert layer.metadata[reader_mod.AUDIO_SOURCE_KEY] == str(sample_mp4)
+    assert layer.metadata[reader_mod.FPS_KEY] == pytest.approx(clip_spec.fps)
+    viewer.dims.set_current_step(0, 7)
+    shown = np.asarray(layer._slice.image.view)
+    assert shown.shape == (clip_spec.height, clip_spec.width, 3)
+    assert abs(float(shown[40, 80].mean()) - float(clip_spec.frame(7)[40, 80].mean())) < 6
+
+
+def test_video_without_sound_opens_with_a_notification(silent_mp4: Path, notes: list[str]) -> None:
+    read = reader_mod.get_reader(str(silent_mp4))
+    ((data, kwargs, kind),) = read(str(silent_mp4))
+    assert kind == "image" and kwargs["metadata"][reader_mod.AUDIO_SOURCE_KEY] is None
+    assert any("no audio track" in note for note in notes)
+
+
+def test_reader_declines_what_it_cannot_read(tmp_path: Path, sample_mp4: Path) -> None:
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"definitely not a video" * 100)
+    assert reader_mod.get_reader(str(broken)) is None
+    assert reader_mod.get_reader(str(tmp_path / "missing.mov")) is None
+    assert reader_mod.get_reader(str(tmp_path / "notes.txt")) is None
+    assert reader_mod.get_reader([str(sample_mp4), str(sample_mp4)]) is None
+    assert reader_mod.get_reader([str(sample_mp4)]) is not None
+
+
+def test_sample_clip_is_rendered_once_and_has_sound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    ((source, kwargs, kind),) = sample_data.sample_clip()
+    path = sample_data.sample_path()
+    assert path.is_relative_to(tmp_path) and source.path == path
+    assert kwargs["name"] == "AuralSAM2 sample clip" and kwargs["metadata"][reader_mod.AUDIO_SOURCE_KEY] == str(path)
+    frames, _, info = render_sample_frames(sample_data.SAMPLE_SECONDS, sample_data.SAMPLE_FPS,
+                                           sample_data.SAMPLE_SIZE, sample_data.SAMPLE_SEED)
+    assert source.shape == frames.shape
+    assert np.abs(source.frame(5).astype(int) - frames[5]).mean() < 6
+    assert not source.audio.is_silent()
+    stamp = path.stat().st_mtime_ns
+    sample_data.sample_clip()
+    assert path.stat().st_mtime_ns == stamp and list(path.parent.iterdir()) == [path]
+
+
+def test_settings_survive_a_restart_and_bad_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    assert settings.load_settings() == settings.WidgetSettings()
+    chosen = settings.WidgetSettings(model="hiera_s", image_size=512, checkpoint="/w/a.pth", device="cpu")
+    settings.save_settings(chosen)
+    assert settings.settings_path().is_relative_to(tmp_path)
+    assert settings.load_settings() == chosen
+    settings.settings_path().write_text('{"model": 3, "image_size": "big", "device": "cuda"')  # truncated
+    assert settings.load_settings() == settings.WidgetSettings()
+    settings.settings_path().write_text('{"model": 3, "image_size": 256}')
+    assert settings.load_settings() == settings.WidgetSettings(image_size=256)
