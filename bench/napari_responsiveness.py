@@ -4,8 +4,10 @@ Run: xvfb-run -a .venv/bin/python napari_responsiveness.py FRAMES [IMAGE_SIZE]
 Stops (Cancel) after FRAMES frames; reports time to the first frame, steady per-frame time (and the
 extrapolation to 100 frames), QTimer lateness while idle vs during the run, and dims-step latency.
 """
+import os
 import statistics
 import sys
+import tempfile
 import time
 
 import napari
@@ -17,9 +19,8 @@ from napari_auralsam2.core.sample import make_sample_clip
 
 FRAMES = int(sys.argv[1]) if len(sys.argv) > 1 else 10
 SIZE = int(sys.argv[2]) if len(sys.argv) > 2 else 1024
-PATH = "/tmp/bench3/clip720.mp4"
+PATH = os.path.join(tempfile.gettempdir(), "auralsam2_bench_clip720.mp4")
 TICK_MS = 20
-import os
 if not os.path.exists(PATH):
     make_sample_clip(PATH, seconds=10.0, fps=10, size=(1280, 720), seed=0)
 

@@ -1,8 +1,8 @@
 """Writing segmentation results: label PNGs, npz, COCO-RLE JSON, an overlay video and a contact sheet.
 
 `MaskStore` collects the per-frame masks that `SegmentationSession.propagate` yields (in any frame
-order) as COCO run-length encodings, so holding a whole video's results costs little memory. The
-writers read from it:
+order), bit-packed and zlib-compressed: a typical object costs a few KB per 720p frame (at most
+H*W/8 bytes), so a whole video's results fit in memory. The writers read from it:
 
 * ``png``: ``masks/NNNNNN.png`` per segmented frame, pixel value = object id (0 = background;
   8-bit when every id fits, else 16-bit). Where objects overlap, the higher id wins.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -35,6 +36,7 @@ COCO_NAME = "masks.json"
 FRAME_DIGITS = 6
 MAX_PNG_ID = 2**16 - 1
 MAX_LABEL_ID = 2**32 - 1
+MASK_ZLIB_LEVEL = 1  # fast; masks are mostly long runs
 #: per-object colours (RGB), cycled by object id
 PALETTE = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
            (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212))
@@ -84,11 +86,18 @@ def mask_bbox(mask: np.ndarray) -> list[int]:
 
 
 class MaskStore:
-    """Masks per frame and object, kept as RLE (compact on long videos), in any frame order."""
+    """Masks per frame and object, compressed in memory, added in any frame order."""
 
     def __init__(self, num_frames: int, height: int, width: int) -> None:
         self.num_frames, self.height, self.width = int(num_frames), int(height), int(width)
-        self._frames: dict[int, dict[int, dict]] = {}
+        self._frames: dict[int, dict[int, bytes]] = {}
+
+    def _pack(self, mask: np.ndarray) -> bytes:
+        return zlib.compress(np.packbits(mask, axis=None).tobytes(), MASK_ZLIB_LEVEL)
+
+    def _unpack(self, blob: bytes) -> np.ndarray:
+        bits = np.unpackbits(np.frombuffer(zlib.decompress(blob), np.uint8), count=self.height * self.width)
+        return bits.reshape(self.height, self.width).view(bool)
 
     def add(self, frame_index: int, masks: dict[int, np.ndarray]) -> None:
         """Record (or replace) the masks of one frame."""
@@ -100,7 +109,7 @@ class MaskStore:
                 raise AuralSAM2Error(f"object id {obj_id} cannot be written as a label", "use ids from 1 upwards")
             if mask.shape != (self.height, self.width):
                 raise AuralSAM2Error(f"mask of object {obj_id} is {mask.shape}, the video is {self.height}x{self.width}")
-            encoded[int(obj_id)] = rle_encode(mask)
+            encoded[int(obj_id)] = self._pack(np.asarray(mask, dtype=bool))
         self._frames[int(frame_index)] = encoded
 
     @property
@@ -118,12 +127,9 @@ class MaskStore:
     def __contains__(self, frame_index: int) -> bool:
         return frame_index in self._frames
 
-    def rles(self, frame_index: int) -> dict[int, dict]:
-        return self._frames.get(frame_index, {})
-
     def masks(self, frame_index: int) -> dict[int, np.ndarray]:
         """Bool masks of a frame (empty dict when the frame was not segmented)."""
-        return {obj: rle_decode(rle) for obj, rle in self.rles(frame_index).items()}
+        return {obj: self._unpack(blob) for obj, blob in self._frames.get(frame_index, {}).items()}
 
     def labels(self, frame_index: int, dtype: np.dtype | type = np.uint32) -> np.ndarray:
         """Object-id image ``[H, W]``: 0 background, the higher id wins where objects overlap."""
@@ -181,10 +187,9 @@ def coco_document(store: MaskStore, video_name: str, frame_times: np.ndarray, fp
                "file_name": video_name, **size} for t in range(store.num_frames)]
     annotations = []
     for t in store.frames:
-        for obj, rle in sorted(store.rles(t).items()):
-            mask = rle_decode(rle)
+        for obj, mask in sorted(store.masks(t).items()):
             annotations.append({"id": len(annotations) + 1, "image_id": t + 1, "video_id": 1, "category_id": 1,
-                                "object_id": obj, "segmentation": rle, "area": int(mask.sum()),
+                                "object_id": obj, "segmentation": rle_encode(mask), "area": int(mask.sum()),
                                 "bbox": mask_bbox(mask), "iscrowd": 0})
     return {
         "info": {"description": "napari-auralsam2 masks", "video": video_name, "fps": float(fps),
