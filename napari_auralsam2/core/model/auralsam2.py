@@ -28,6 +28,7 @@ SAM2_CONFIGS = {
 }
 PREDICTOR_TARGET = "napari_auralsam2.core.model.predictor.AuralSAM2Predictor"
 VARIANTS = ("avs",)
+IMAGE_SIZE_MULTIPLE = 32  # Hiera's patch embed (4) x 3 poolings (8)
 #: the stock video predictor's post-processing settings (fill_hole_area needs sam2's CUDA op)
 POSTPROCESSING = {
     "binarize_mask_from_pts_for_mem_enc": True,
@@ -145,5 +146,8 @@ def build_auralsam2(sam2_config: str = "sam2_hiera_l", image_size: int = 1024, d
     if variant not in VARIANTS:
         raise AuralSAM2Error(f"variant {variant!r} is not supported yet",
                              "only 'avs' (AVSBench v1s/v1m/v2 checkpoints) is; Ref-AVS needs the text branch")
+    if image_size % IMAGE_SIZE_MULTIPLE:
+        raise AuralSAM2Error(f"image size {image_size} is not a multiple of {IMAGE_SIZE_MULTIPLE}",
+                             "SAM2's Hiera needs it; use e.g. 1024 (released weights), 512 or 256")
     model = AuralSAM2(build_sam2_predictor(sam2_config, image_size), AuralFuser())
     return model.to(device).eval()

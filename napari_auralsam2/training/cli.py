@@ -1,0 +1,157 @@
+"""`auralsam2 train` and `auralsam2 eval`: the training package's subcommands.
+
+`napari_auralsam2.cli` calls `add_parser(subparsers)`; each command's ``func(args)`` returns the
+exit code and raises `AuralSAM2Error` (one actionable line) on bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..core.model.auralsam2 import SAM2_CONFIGS, VARIANTS, build_auralsam2
+from ..core.model.checkpoint import load_checkpoint
+from ..core.weights import RANDOM_WEIGHTS_BANNER
+from .clips import DEFAULT_CLIP_LEN, DataOptions, open_split
+from .contrastive import MODES
+from .datasets import SUBSETS, DataError
+from .evaluate import DECODES, evaluate
+from .train import BEST_NAME, OFFICIAL_GPUS, TrainConfig, Trainer
+from .transforms import EvalTransform
+
+DEFAULT_MODEL, DEFAULT_IMAGE_SIZE = "hiera_l", 1024
+IMAGE_SIZE_STEP = 32  # Hiera's total stride (a multiple of 16 that is not of 32 fails in SAM2)
+
+TRAIN_EPILOG = """examples:
+  # reproduce AuralSAM2 (v2 recipe: v1s+v1m+v2, 90 epochs; use --subsets v1s or v1m and --epochs 140 for those)
+  auralsam2 train --data AVSBench --sam2-checkpoint sam2_hiera_large.pt --vggish-checkpoint vggish-10086976.pth
+  # fine-tune the released fuser on your own napari/CVAT annotations (folder of <name>.mp4 + <name>.npz|.xml|.json)
+  auralsam2 train --data my_exports --init auralsam2_avs_v2.pth --sam2-checkpoint sam2_hiera_large.pt --epochs 20
+"""
+
+
+def _image_size(text: str) -> int:
+    value = int(text)
+    if value < 2 * IMAGE_SIZE_STEP or value % IMAGE_SIZE_STEP:
+        raise argparse.ArgumentTypeError(f"image size must be a multiple of {IMAGE_SIZE_STEP}, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="AVSBench root, folder of exports, or manifest .csv")
+    parser.add_argument("--model", default=DEFAULT_MODEL, choices=list(SAM2_CONFIGS), help="SAM2 size (default hiera_l)")
+    parser.add_argument("--image-size", type=_image_size, default=DEFAULT_IMAGE_SIZE, help="square input size (1024)")
+    parser.add_argument("--variant", default="avs", choices=VARIANTS, help="fuser variant (avs)")
+    parser.add_argument("--sam2-checkpoint", help="SAM2 weights (sam2_hiera_large.pt for the released models)")
+    parser.add_argument("--random-weights", action="store_true", help="random SAM2/VGGish (pipeline checks only)")
+    parser.add_argument("--subsets", type=_names, default=list(SUBSETS), help="AVSBench subsets (v1s,v1m,v2)")
+    parser.add_argument("--objects", type=_names, help="sounding objects in exports: label ids or names (all)")
+    parser.add_argument("--clip-len", type=_positive, default=DEFAULT_CLIP_LEN, help="frames per clip (5)")
+    parser.add_argument("--stride", type=_positive, default=1, help="take every n-th video frame (fps: 1 frame/s)")
+    parser.add_argument("--val-fraction", type=float, default=0.2,
+                        help="exports: held-out tail of each video's annotated frames (0.2)")
+    parser.add_argument("--device", help="cuda / cpu (default: cuda when available)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+
+def add_parser(subparsers) -> None:
+    """Register `train` and `eval` on the `auralsam2` command's subparsers."""
+    train = subparsers.add_parser("train", help="train/fine-tune the AuralFuser (SAM2 and VGGish frozen)",
+                                  description="Train the AuralFuser with the official recipe.",
+                                  epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_common(train)
+    train.add_argument("--out", default="runs/auralsam2", help="run folder (best.pth, last.pt, metrics.csv/png)")
+    train.add_argument("--val-data", help="validation data (default: --data's test split / held-out tail)")
+    train.add_argument("--vggish-checkpoint", help="VGGish weights (vggish-10086976.pth) when training from scratch")
+    train.add_argument("--init", help="fuser (or full-model) checkpoint to start from")
+    train.add_argument("--epochs", type=_positive, default=90, help="90 (v2); the paper used 140 for v1s/v1m")
+    train.add_argument("--lr", type=float, default=1e-4, help="base learning rate (1e-4)")
+    train.add_argument("--weight-decay", type=float, default=0.05)
+    train.add_argument("--accumulate", type=_positive, default=OFFICIAL_GPUS,
+                       help="clips per optimizer step (4 = the official 4 GPUs x 1 clip)")
+    train.add_argument("--contrastive", choices=MODES, default="paper",
+                       help="'paper' (default) or 'official' (the released code, bugs included)")
+    train.add_argument("--contrastive-weight", type=float, default=1.0)
+    train.add_argument("--official-jitter", dest="jitter", action="store_false",
+                       help="skip colour jitter, as the released code (whose jitter is a no-op) does")
+    train.add_argument("--val-every", type=_positive, default=1, help="validate every n epochs")
+    train.add_argument("--val-limit", type=_positive, help="validate on the first n clips only")
+    train.add_argument("--max-steps", type=_positive, help="stop after n optimizer steps")
+    train.add_argument("--workers", type=int, default=2, help="data-loading worker processes (2; 0 = load in the main process)")
+    train.add_argument("--seed", type=int, default=666)
+    train.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    train.set_defaults(func=run_train)
+
+    ev = subparsers.add_parser("eval", help="AVSBench mIoU/F-score and J&F of a fuser checkpoint",
+                               description="Evaluate AuralSAM2 as the official validation does.")
+    _add_common(ev)
+    ev.add_argument("--checkpoint", help="fuser or full-model checkpoint (e.g. runs/auralsam2/best.pth)")
+    ev.add_argument("--split", default="test", help="test / val / train, or 'all' clips of exports (test)")
+    ev.add_argument("--decode", choices=DECODES, default="iou_select", help="mask decoding (iou_select)")
+    ev.add_argument("--out", default="eval_out", help="folder for per_video.csv and summary.csv")
+    ev.add_argument("--limit", type=_positive, help="evaluate the first n clips only")
+    ev.set_defaults(func=run_eval)
+
+
+def _options(args: argparse.Namespace) -> DataOptions:
+    if not 0 <= args.val_fraction < 1:
+        raise DataError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+    return DataOptions(subsets=tuple(args.subsets), objects=args.objects, clip_len=args.clip_len,
+                       stride=args.stride, val_fraction=args.val_fraction)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    if args.random_weights:
+        print(RANDOM_WEIGHTS_BANNER)
+    config = TrainConfig(
+        data=args.data, out=args.out, val_data=args.val_data, variant=args.variant, model=args.model,
+        image_size=args.image_size, sam2_checkpoint=args.sam2_checkpoint, vggish_checkpoint=args.vggish_checkpoint,
+        init=args.init, random_weights=args.random_weights, epochs=args.epochs, lr=args.lr,
+        weight_decay=args.weight_decay, accumulate=args.accumulate, contrastive=args.contrastive,
+        contrastive_weight=args.contrastive_weight, jitter=args.jitter, val_every=args.val_every,
+        val_limit=args.val_limit, max_steps=args.max_steps, device=args.device, workers=args.workers,
+        seed=args.seed, resume=args.resume, progress=args.progress, data_options=_options(args))
+    trainer = Trainer(config)
+    print(f"training {sum(p.numel() for p in trainer.params) / 1e6:.1f}M fuser parameters on "
+          f"{len(trainer.train_set)} clips ({trainer.steps_per_epoch} steps/epoch), validating on "
+          f"{len(trainer.val_set)} clips; writing {Path(args.out)}")
+    report = trainer.fit()
+    if report is not None:
+        print(report.table())
+    print(f"best mIoU {trainer.best:.4f}: {Path(args.out) / BEST_NAME}")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    if args.random_weights:
+        print(RANDOM_WEIGHTS_BANNER)
+    elif args.checkpoint is None:
+        raise DataError("eval needs --checkpoint (a fuser or full-model file)", "or --random-weights")
+    dataset = open_split(args.data, args.split, _options(args), EvalTransform(args.image_size))
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = build_auralsam2(SAM2_CONFIGS[args.model], image_size=args.image_size, variant=args.variant)
+    if not args.random_weights:
+        load_checkpoint(model, args.checkpoint, args.sam2_checkpoint)
+    model = model.to(device).eval()
+    report = evaluate(model, dataset, decode=args.decode, progress=args.progress, limit=args.limit)
+    per_video, summary = report.write(args.out)
+    print(report.table())
+    print(f"wrote {per_video} and {summary}")
+    return 0
