@@ -12,6 +12,7 @@ import threading
 import warnings
 from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -36,6 +37,21 @@ DIRECTIONS = ("forward", "backward", "both")
 Masks = dict[int, np.ndarray]
 Progress = Callable[[int, int], None]
 Cancel = threading.Event | Callable[[], bool] | None
+
+
+@dataclass
+class Prompt:
+    """What a host asks for one object on one frame: clicks and/or a box; neither = the audio alone."""
+
+    frame: int
+    object_id: int
+    points: list[tuple[float, float]] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    box: tuple[float, float, float, float] | None = None
+
+    @property
+    def audio_only(self) -> bool:
+        return not self.points and self.box is None
 
 
 def preprocess_frame(frame: np.ndarray, image_size: int) -> torch.Tensor:
@@ -271,6 +287,13 @@ class SegmentationSession:
             _, logits = p._get_orig_video_res_output(state, merged["pred_masks_video_res"])
         return self._masks(state["obj_ids"], logits)
 
+    def apply(self, prompt: Prompt) -> Masks:
+        """Add a host's `Prompt`: clicks/box via `add_prompt`, neither via `add_audio_prompt`."""
+        if prompt.audio_only:
+            return self.add_audio_prompt(prompt.frame, prompt.object_id)
+        return self.add_prompt(prompt.frame, prompt.object_id, points=prompt.points or None,
+                               labels=prompt.labels or None, box=prompt.box)
+
     def clear_prompts(self, frame_index: int, object_id: int | None = None) -> None:
         """Forget the prompts on a frame (for one object, or all)."""
         frame_index = self._check_frame(frame_index)
@@ -356,5 +379,5 @@ class SegmentationSession:
         self.state = None
 
 
-__all__ = ["Engine", "SegmentationSession", "FrameWindows", "preprocess_frame", "DEFAULT_WINDOW"]
+__all__ = ["Engine", "SegmentationSession", "Prompt", "FrameWindows", "preprocess_frame", "DEFAULT_WINDOW"]
 warnings.filterwarnings("ignore", message="cannot import name '_C' from 'sam2'")

@@ -97,7 +97,7 @@ def collect_prompts(args: argparse.Namespace):
     def prompt_for(obj: int, frame: int) -> ObjectPrompt:
         if obj < 1:
             raise AuralSAM2Error(f"object ids start at 1, got {obj}")
-        return prompts.setdefault((obj, frame), ObjectPrompt(obj, frame))
+        return prompts.setdefault((obj, frame), ObjectPrompt(frame=frame, object_id=obj))
 
     for values, label in ((args.point, 1), (args.neg_point, 0)):
         for obj, frame, (x, y) in values:

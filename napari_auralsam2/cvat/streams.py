@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..core.errors import PromptError, VideoError
-from ..core.session import Engine
+from ..core.session import Engine, Prompt
 from ..core.video import VideoSource
 from ..core.weights import load_engine
 
@@ -92,28 +90,18 @@ class MaskStream:
         self.engine, self.video = engine, video
         self.start_frame = int(start_frame)
         self.session = engine.open_session(video, use_audio=use_audio)
-        with self._modes():
-            if points or box is not None:
-                self.session.add_prompt(self.start_frame, OBJECT_ID, points=points, labels=labels, box=box)
-            else:
-                self.session.add_audio_prompt(self.start_frame, OBJECT_ID)
+        self.session.apply(Prompt(self.start_frame, OBJECT_ID, list(points or []), list(labels or []), box))
         self._frames = self.session.propagate(start_frame=self.start_frame, direction="forward")
         self.last_frame = self.start_frame - 1
-
-    @contextmanager
-    def _modes(self) -> Iterator[None]:
-        with torch.inference_mode(), self.engine.autocast():
-            yield
 
     def advance_to(self, frame: int) -> tuple[np.ndarray, float]:
         """Mask (bool [H, W]) and presence score (0..1) on ``frame`` (>= the last frame given)."""
         if frame <= self.last_frame:
             raise PromptError(f"frame {frame} is behind this stream (at {self.last_frame})")
-        with self._modes():
-            for index, masks in self._frames:
-                if index == frame:
-                    self.last_frame = index
-                    return masks[OBJECT_ID], self._presence(index)
+        for index, masks in self._frames:
+            if index == frame:
+                self.last_frame = index
+                return masks[OBJECT_ID], self._presence(index)
         raise VideoError(f"frame {frame} is past the end of the video")
 
     def _presence(self, frame: int) -> float:
@@ -123,8 +111,7 @@ class MaskStream:
         return float(torch.sigmoid(out["object_score_logits"].float()).max())
 
     def close(self) -> None:
-        with self._modes():
-            self._frames.close()
+        self._frames.close()
         self.session.close()
 
 

@@ -14,7 +14,7 @@ outline; ``outside`` where the object vanishes) or as **per-frame mask shapes** 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import cvat_sdk.models as models
@@ -23,7 +23,7 @@ from PIL import Image
 
 from ..core import masks as codec
 from ..core.errors import AuralSAM2Error
-from ..core.session import Engine
+from ..core.session import Engine, Prompt
 from ..core.video import VideoSource
 from .fingerprint import FrameIndex, fingerprint
 
@@ -34,14 +34,9 @@ Log = Callable[[str], None]
 
 
 @dataclass
-class ObjectPrompt:
-    """Clicks/box for one object on one task frame (task pixels); no points and no box = audio."""
+class ObjectPrompt(Prompt):
+    """A core `Prompt` in task pixels on a task frame, with the CVAT label it came from."""
 
-    object_id: int
-    frame: int
-    points: list[tuple[float, float]] = field(default_factory=list)
-    labels: list[int] = field(default_factory=list)
-    box: tuple[float, float, float, float] | None = None
     label_id: int | None = None
 
 
@@ -100,7 +95,7 @@ def prompts_from_shapes(annotations, size: tuple[int, int], log: Log) -> list[Ob
     prompts = []
     for shape in annotations.shapes:
         kind, points = str(shape.type.value), list(shape.points)
-        prompt = ObjectPrompt(len(prompts) + 1, int(shape.frame), label_id=int(shape.label_id))
+        prompt = ObjectPrompt(frame=int(shape.frame), object_id=len(prompts) + 1, label_id=int(shape.label_id))
         if kind == "rectangle":
             prompt.box = tuple(points[:4])
         elif kind == "points":
@@ -130,14 +125,10 @@ def run_masklets(engine: Engine, video: VideoSource, frames: FrameMap, prompts: 
         for prompt in prompts:
             if prompt.frame not in frames.source:
                 raise AuralSAM2Error(f"prompt frame {prompt.frame} is not a frame of the task")
-            source = frames.source[prompt.frame]
-            if not prompt.points and prompt.box is None:
-                session.add_audio_prompt(source, prompt.object_id)
-                continue
             points = [(x * scale_x, y * scale_y) for x, y in prompt.points]
             box = None if prompt.box is None else (prompt.box[0] * scale_x, prompt.box[1] * scale_y,
                                                   prompt.box[2] * scale_x, prompt.box[3] * scale_y)
-            session.add_prompt(source, prompt.object_id, points=points or None, labels=prompt.labels or None, box=box)
+            session.apply(Prompt(frames.source[prompt.frame], prompt.object_id, points, list(prompt.labels), box))
         results: dict[int, dict[int, list]] = {p.object_id: {} for p in prompts}
         reported = [0]
 
@@ -220,7 +211,7 @@ def annotate_task(client, task_id: int, engine: Engine, video: VideoSource, prom
             raise AuralSAM2Error(f"task {task_id} has no rectangle, points, polygon or mask shapes to start from",
                                  "draw some, or pass --point/--box")
     elif not prompts:
-        prompts = [ObjectPrompt(1, min(frames.source))]  # the sounding object, from the first task frame
+        prompts = [ObjectPrompt(frame=min(frames.source), object_id=1)]  # the sounding object, from the first task frame
     source = "auto" if all(not p.points and p.box is None for p in prompts) else "semi-auto"
     encoded = run_masklets(engine, video, frames, prompts, use_audio, shape_type, log)
     task_frames = sorted(frames.source)
