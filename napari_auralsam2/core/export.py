@@ -5,7 +5,9 @@ order), bit-packed and zlib-compressed: a typical object costs a few KB per 720p
 H*W/8 bytes), so a whole video's results fit in memory. The writers read from it:
 
 * ``png``: ``masks/NNNNNN.png`` per segmented frame, pixel value = object id (0 = background;
-  8-bit when every id fits, else 16-bit). Where objects overlap, the higher id wins.
+  8-bit when every id fits, else 16-bit). Where objects overlap, the higher id wins. Frame PNGs
+  of an earlier run in the same folder that this run did not segment are removed, so the folder
+  never mixes two runs.
 * ``npz``: ``masks.npz`` with ``labels`` uint32 ``[T, H, W]`` (as above, zeros on frames that were
   not segmented), ``object_ids`` uint32 ``[K]``, ``segmented`` bool ``[T]``, ``frame_times`` float64
   ``[T]`` (seconds), ``fps``. Written frame by frame, never holding ``[T, H, W]`` in memory.
@@ -48,6 +50,7 @@ ENERGY_BAR_MIN_PX = 3
 ENERGY_BAR_COLOUR = (80, 220, 120)
 ENERGY_BAR_BACKGROUND = (30, 30, 30)
 BANNER_COLOUR = (255, 60, 60)
+CAPTION_COLOUR = (230, 230, 230)
 MIN_FONT_PX = 8
 CONTACT_TILES = 12
 CONTACT_COLUMNS = 4
@@ -108,7 +111,8 @@ class MaskStore:
             if not 1 <= int(obj_id) <= MAX_LABEL_ID:
                 raise AuralSAM2Error(f"object id {obj_id} cannot be written as a label", "use ids from 1 upwards")
             if mask.shape != (self.height, self.width):
-                raise AuralSAM2Error(f"mask of object {obj_id} is {mask.shape}, the video is {self.height}x{self.width}")
+                raise AuralSAM2Error(f"mask of object {obj_id} is {mask.shape}, "
+                                     f"the video is {self.height}x{self.width}")
             encoded[int(obj_id)] = self._pack(np.asarray(mask, dtype=bool))
         self._frames[int(frame_index)] = encoded
 
@@ -152,6 +156,10 @@ def write_png_labels(store: MaskStore, folder: str | Path) -> Path:
     dtype = np.uint8 if top <= np.iinfo(np.uint8).max else np.uint16
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    current = {frame_name(t) for t in store.frames}
+    for stale in folder.glob("[0-9]" * FRAME_DIGITS + ".png"):
+        if stale.name not in current:
+            stale.unlink()
     for t in store.frames:
         Image.fromarray(store.labels(t, dtype)).save(folder / frame_name(t))
     return folder
@@ -321,7 +329,8 @@ def write_contact_sheet(path: str | Path, video: VideoSource, store: MaskStore, 
     for k, (t, image) in enumerate(zip(picks, overlay_frames(video, store, audio, frames=picks))):
         x, y = (k % columns) * THUMB_WIDTH, top + (k // columns) * (thumb_h + CAPTION_PX)
         sheet.paste(Image.fromarray(image).resize((THUMB_WIDTH, thumb_h), Image.Resampling.BILINEAR), (x, y))
-        draw.text((x + 2, y + thumb_h + 1), f"frame {t}  t={video.frame_times[t]:.2f}s", fill=(230, 230, 230), font=font)
+        caption = f"frame {t}  t={video.frame_times[t]:.2f}s"
+        draw.text((x + 2, y + thumb_h + 1), caption, fill=CAPTION_COLOUR, font=font)
     path = Path(path)
     sheet.save(path)
     return path

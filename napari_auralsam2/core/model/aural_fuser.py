@@ -82,8 +82,9 @@ class AuralFuser(nn.Module):
 
     def embed_audio(self, examples: torch.Tensor) -> torch.Tensor:
         """[T, 2, 96, 64] stereo log-mel examples -> [T, 256] (VGGish on L and R, concatenated)."""
-        left, right = examples[:, 0:1], examples[:, 1:2]
-        return torch.cat([self.vgg(left), self.vgg(right)], dim=-1)
+        t = examples.shape[0]
+        both = self.vgg(torch.cat([examples[:, 0:1], examples[:, 1:2]]))  # one pass over the big weights
+        return torch.cat([both[:t], both[t:]], dim=-1)
 
     def forward(self, pyramid: list[torch.Tensor], examples: torch.Tensor) -> FuserOutput:
         """pyramid: SAM2's raw FPN maps [T, 256, *] (before conv_s0/conv_s1), finest first."""

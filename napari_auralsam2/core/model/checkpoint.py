@@ -13,6 +13,8 @@ import zipfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import CheckpointError
@@ -20,6 +22,7 @@ from ..errors import CheckpointError
 LEGACY_PREFIX = "audio_prompter."
 FUSER_PREFIX = "aural_fuser."
 SAM2_PREFIX = "v_model."
+SAM2_ONLY_KEY = "image_encoder."  # a bare SAM2 state_dict starts with its image encoder
 #: legacy AuralFuser module names (1-based) -> current ModuleList names (0-based)
 LEGACY_RENAMES = tuple(
     [(f"train_f_patch_embed{i}", f"patch_embeds.{i - 1}") for i in (1, 2, 3)]
@@ -41,7 +44,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"checkpoint not found: {path}", "check the path")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
             obj = load_file(str(path))
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -51,7 +53,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(
             f"{path.name} stores arbitrary Python objects; refusing to unpickle it (weights_only=True)",
             "re-save it as a plain state_dict or .safetensors from a trusted environment") from err
-    except (RuntimeError, OSError, EOFError, zipfile.BadZipFile, ValueError) as err:
+    except (RuntimeError, OSError, EOFError, zipfile.BadZipFile, ValueError, KeyError, IndexError,
+            SafetensorError) as err:  # what torch's safe unpickler / safetensors raise on broken bytes
         raise _corrupted(path) from err
     for key in _WRAPPERS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
@@ -118,6 +121,9 @@ def load_checkpoint(model: nn.Module, checkpoint: str | Path | None = None,
         return "full"
     if any(k.startswith(FUSER_PREFIX) for k in state):
         state = _strip(state, FUSER_PREFIX)
+    elif any(k.startswith(SAM2_ONLY_KEY) for k in state):
+        raise CheckpointError(f"{name} is a SAM2 checkpoint, not an AuralSAM2 one",
+                              "pass it as the SAM2 checkpoint (--sam2-checkpoint)")
     if sam2_checkpoint is None:
         raise CheckpointError(f"{name} holds only the AuralFuser", "also pass the SAM2 checkpoint (sam2_hiera_large.pt)")
     load_strict(model.aural_fuser, state, name)
