@@ -9,16 +9,17 @@ guesses. A jump backwards, to another video or far ahead restarts the stream on 
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..core import masks as codec
+from ..core import session
 from ..core.session import Engine
 from ..core.video import VideoSource, open_video
 from .fingerprint import MAX_SKIP, FrameIndex, Match
-from .streams import MaskStream
+from .streams import OBJECT_ID, MaskStream
 
 OPEN_VIDEOS = 2
 #: the label both detectors write (nuclio: AURALSAM2_LABEL, cvat-sdk: -p label=...)
@@ -26,7 +27,7 @@ DEFAULT_LABEL = "sounding object"
 
 
 @dataclass
-class Prompt:
+class Prompt(session.Prompt):
     """What starts the masklet: clicks/box on ``frame``, or (none given) the audio alone.
 
     ``frame=None`` starts on the first frame seen (audio mode); a fixed frame is where the
@@ -34,13 +35,7 @@ class Prompt:
     """
 
     frame: int | None = None
-    points: list[tuple[float, float]] = field(default_factory=list)
-    labels: list[int] = field(default_factory=list)
-    box: tuple[float, float, float, float] | None = None
-
-    @property
-    def audio_only(self) -> bool:
-        return not self.points and self.box is None
+    object_id: int = OBJECT_ID
 
 
 @dataclass(frozen=True)
