@@ -9,7 +9,6 @@ SAM2's own video-predictor machinery, so memory never holds more than a few wind
 from __future__ import annotations
 
 import threading
-import warnings
 from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -380,4 +379,3 @@ class SegmentationSession:
 
 
 __all__ = ["Engine", "SegmentationSession", "Prompt", "FrameWindows", "preprocess_frame", "DEFAULT_WINDOW"]
-warnings.filterwarnings("ignore", message="cannot import name '_C' from 'sam2'")
