@@ -21,7 +21,7 @@ from tqdm import tqdm
 from .core import load_engine, open_video
 from .core.errors import AuralSAM2Error, WeightsMissingError
 from .core.export import MASKS_FOLDER, MaskStore, write_contact_sheet, write_masks, write_overlay
-from .core.model.auralsam2 import SAM2_CONFIGS
+from .core.model.auralsam2 import IMAGE_SIZE_MULTIPLE, SAM2_CONFIGS
 from .core.sample import make_sample_clip
 from .core.session import Prompt
 from .core.video import WRITE_CODECS
@@ -33,7 +33,6 @@ EXIT_INTERRUPTED = 130
 DEBUG_FLAG = "--debug"
 DEFAULT_MODEL = "hiera_l"
 DEFAULT_IMAGE_SIZE = 1024
-IMAGE_SIZE_STEP = 32  # Hiera's total stride
 MIN_IMAGE_SIZE = 64
 DEFAULT_OBJECT = 1
 WARNING_FILE = "WARNING.txt"
@@ -126,8 +125,8 @@ def parse_image_size(text: str) -> int:
         size = int(text)
     except ValueError:
         size = 0
-    if size < MIN_IMAGE_SIZE or size % IMAGE_SIZE_STEP:
-        raise argparse.ArgumentTypeError(f"image size must be a multiple of {IMAGE_SIZE_STEP} "
+    if size < MIN_IMAGE_SIZE or size % IMAGE_SIZE_MULTIPLE:
+        raise argparse.ArgumentTypeError(f"image size must be a multiple of {IMAGE_SIZE_MULTIPLE} "
                                          f"and at least {MIN_IMAGE_SIZE}, got {text!r}")
     return size
 
@@ -339,7 +338,7 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", choices=list(SAM2_CONFIGS), default=DEFAULT_MODEL,
                        help="SAM2 size (released AuralSAM2 weights are hiera_l)")
     group.add_argument("--image-size", type=parse_image_size, default=DEFAULT_IMAGE_SIZE, metavar="N",
-                       help=f"model input size, a multiple of {IMAGE_SIZE_STEP} (default {DEFAULT_IMAGE_SIZE})")
+                       help=f"model input size, a multiple of {IMAGE_SIZE_MULTIPLE} (default {DEFAULT_IMAGE_SIZE})")
     group.add_argument("--weights", choices=("auto", "random"), default="auto",
                        help="auto: --checkpoint or the released files (cache, else download); random: no weights")
     group.add_argument("--checkpoint", metavar="P", help="AuralSAM2 checkpoint (full model, or fuser-only)")
