@@ -6,11 +6,11 @@ napari puts pixel centres at integer coordinates; SAM2 at +0.5, hence `PIXEL_CEN
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import pandas as pd
 from napari.layers import Image, Points, Shapes
+
+from ..core.session import Prompt
 
 POSITIVE, NEGATIVE = "positive", "negative"
 LABEL_COLOURS = {POSITIVE: "lime", NEGATIVE: "red"}
@@ -23,16 +23,7 @@ POINTS_SUFFIX = " clicks"
 BOXES_SUFFIX = " boxes"
 
 
-@dataclass
-class ObjectPrompt:
-    """The clicks and box given for one object on one frame, in SAM2 pixel coordinates."""
-
-    points: list[tuple[float, float]] = field(default_factory=list)
-    labels: list[int] = field(default_factory=list)
-    box: tuple[float, float, float, float] | None = None
-
-
-Prompts = dict[int, dict[int, ObjectPrompt]]  # frame -> object id -> prompt
+Prompts = dict[int, dict[int, Prompt]]  # frame -> object id -> the core's prompt
 
 
 def _text() -> dict:
@@ -72,14 +63,15 @@ def collect_prompts(points: Points | None, boxes: Shapes | None, width: int, hei
         ids = points.features["object_id"].to_numpy()
         polarity = points.features["label"].astype(str).to_numpy()
         for (t, y, x), obj, label in zip(points.data, ids, polarity):
-            prompt = prompts.setdefault(int(round(t)), {}).setdefault(int(obj), ObjectPrompt())
+            frame = int(round(t))
+            prompt = prompts.setdefault(frame, {}).setdefault(int(obj), Prompt(frame, int(obj)))
             prompt.points.append((float(x) + PIXEL_CENTRE, float(y) + PIXEL_CENTRE))  # outside: the core says so
             prompt.labels.append(1 if label == POSITIVE else 0)
     if boxes is not None and len(boxes.data):
         for vertices, obj in zip(boxes.data, boxes.features["object_id"].to_numpy()):
             t = int(round(float(vertices[0, 0])))
             (y0, x0), (y1, x1) = vertices[:, 1:].min(axis=0), vertices[:, 1:].max(axis=0)
-            prompt = prompts.setdefault(t, {}).setdefault(int(obj), ObjectPrompt())
+            prompt = prompts.setdefault(t, {}).setdefault(int(obj), Prompt(t, int(obj)))
             if prompt.box is not None:
                 warnings.append(f"object {obj} has several boxes on frame {t}: only the last one is used")
             prompt.box = (_clip(x0 + PIXEL_CENTRE, width), _clip(y0 + PIXEL_CENTRE, height),

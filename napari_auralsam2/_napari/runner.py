@@ -201,8 +201,7 @@ def _add_prompts(session: SegmentationSession, prompts: Prompts, frame: int) -> 
     masks: dict[int, np.ndarray] = {}
     for t in sorted(prompts):
         for object_id, prompt in sorted(prompts[t].items()):
-            result = session.add_prompt(t, object_id, points=prompt.points or None,
-                                        labels=prompt.labels or None, box=prompt.box)
+            result = session.apply(prompt)
             if t == frame:
                 masks.update({k: v for k, v in result.items() if k in prompts[t]})
     return masks
