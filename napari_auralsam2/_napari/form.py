@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import torch
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QValidator
 from qtpy.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
                             QLabel, QLineEdit, QPushButton, QRadioButton, QSpinBox, QVBoxLayout, QWidget)
 
-from ..core.model.auralsam2 import SAM2_CONFIGS
+from ..core.model.auralsam2 import IMAGE_SIZE_MULTIPLE, SAM2_CONFIGS
 from ..core.session import DIRECTIONS
 from .runner import AUDIO_FROM_FILE, AUDIO_FROM_VIDEO, AUDIO_NONE
 
@@ -13,13 +15,13 @@ AUDIO_CHOICES = {AUDIO_FROM_VIDEO: "the video's own sound", AUDIO_FROM_FILE: "an
                  AUDIO_NONE: "none (clicks only, plain SAM2)"}
 WEIGHT_CHOICES = {"auto": "pretrained (released or your checkpoints)", "random": "random (pipeline test only)"}
 IMAGE_SIZE_RANGE = (64, 2048)
-IMAGE_SIZE_STEP = 32
 MAX_OBJECT_ID = 65535
 COMBO_CHARS = 12  # combo boxes may shrink to this many characters (keeps the dock narrow)
 AUDIO_FILTER = "Audio or video (*.wav *.flac *.mp3 *.m4a *.ogg *.opus *.aac *.mp4 *.mov *.mkv *.webm *.avi);;All files (*)"
 CHECKPOINT_FILTER = "Checkpoints (*.pth *.pt *.safetensors);;All files (*)"
 RANDOM_STYLE = "color: #ff5252; font-weight: bold"
-SHORTCUT_HINT = "Click in '… clicks', draw boxes in '… boxes'. Keys: T +/−, N next object."
+SHORTCUT_HINT = ("Click in '… clicks', draw boxes in '… boxes'. Keys (whatever layer is active): "
+                 "T +/− click, N next object, S segment this frame, Shift-S propagate, A audio only, Esc cancel.")
 
 
 def devices() -> list[str]:
@@ -46,6 +48,34 @@ def select(box: QComboBox, key: str) -> None:
     index = box.findData(key)
     if index >= 0:
         box.setCurrentIndex(index)
+
+
+class SizeSpinBox(QSpinBox):
+    """A spin box for the model's image size: only multiples of the size SAM2 can run at are kept;
+    anything else typed is rounded to the nearest one when the edit ends."""
+
+    def __init__(self, multiple: int = IMAGE_SIZE_MULTIPLE) -> None:
+        super().__init__()
+        self.multiple = multiple
+        self.setRange(*IMAGE_SIZE_RANGE)
+        self.setSingleStep(multiple)
+
+    def validate(self, text: str, pos: int):
+        state, text, pos = super().validate(text, pos)
+        if state == QValidator.Acceptable and int(text) % self.multiple:
+            state = QValidator.Intermediate
+        return state, text, pos
+
+    def fixup(self, text: str) -> str:
+        try:
+            value = int(text)
+        except ValueError:
+            return str(self.value())
+        value = round(value / self.multiple) * self.multiple
+        return str(min(max(value, self.minimum()), self.maximum()))
+
+    def setValue(self, value: int) -> None:  # noqa: N802 - Qt's name
+        super().setValue(int(self.fixup(str(value))))
 
 
 class PathField(QWidget):
@@ -99,9 +129,7 @@ class Form(QWidget):
     def _model_group(self) -> QGroupBox:
         group, form = _group("Model")
         self.model = choice_box(list(SAM2_CONFIGS))
-        self.image_size = QSpinBox()
-        self.image_size.setRange(*IMAGE_SIZE_RANGE)
-        self.image_size.setSingleStep(IMAGE_SIZE_STEP)
+        self.image_size = SizeSpinBox()
         self.weights = choice_box(WEIGHT_CHOICES)
         self.checkpoint = PathField("AuralSAM2 checkpoint", CHECKPOINT_FILTER, "released file if empty")
         self.sam2_checkpoint = PathField("SAM2 checkpoint", CHECKPOINT_FILTER, "released file if empty")
@@ -145,23 +173,28 @@ class Form(QWidget):
         group, form = _group("Run")
         self.direction = choice_box(list(DIRECTIONS))
         self.new_layer = QCheckBox("write each run to a new Labels layer")
-        self.segment = QPushButton("Segment this frame")
-        self.propagate = QPushButton("Propagate")
-        self.audio_only = QPushButton("Audio only")
-        self.cancel = QPushButton("Cancel")
+        self.segment = QPushButton("Segment frame (S)")
+        self.propagate = QPushButton("Propagate (⇧S)")
+        self.audio_only = QPushButton("Audio only (A)")
+        self.cancel = QPushButton("Cancel (Esc)")
+        self.clear_object = QPushButton("Clear object")
         self.clear_frame = QPushButton("Clear frame")
         self.segment.setToolTip("Masks for the clicks/boxes on the current frame only (quick feedback)")
         self.propagate.setToolTip("Track every prompted object from the current frame")
         self.audio_only.setToolTip("No clicks: segment the sounding object through the whole video "
                                    "(object id above), starting at the current frame")
-        self.clear_frame.setToolTip("Empty the current frame of the masks layer so a run may fill it again")
+        self.clear_object.setToolTip("Remove the current object id from this frame of the masks layer "
+                                     "(your edits of it included) so a run may write it again; Ctrl-Z undoes it")
+        self.clear_frame.setToolTip("Empty this frame of the masks layer (your edits included) so a run may "
+                                    "write it again; Ctrl-Z undoes it")
         first, second = QHBoxLayout(), QHBoxLayout()
         for button in (self.segment, self.propagate, self.audio_only):
             first.addWidget(button)
-        for button in (self.cancel, self.clear_frame):
+        for button in (self.cancel, self.clear_object, self.clear_frame):
             second.addWidget(button)
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
         form.addRow("Propagate", self.direction)
         form.addRow(self.new_layer)
         form.addRow(first)

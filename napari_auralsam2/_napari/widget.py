@@ -1,13 +1,17 @@
 """The AuralSAM2 dock widget: pick a video and its sound, click objects (or not), get masklets as Labels.
 
-Model work runs in a napari worker (`create_worker`) so the viewer stays live; each finished
-frame is written into the Labels layer from the GUI thread as it arrives, under the rule in
-`labels.py` that never overwrites frames the user edited. Selecting a layer does no model work.
+Model work runs in a napari worker (`create_worker`) so the viewer stays live; each finished frame
+is shown in the Labels layer from the GUI thread as it arrives and the whole run becomes one step of
+the layer's undo history when it ends (`labels.py`), writing only what the user has not edited
+(`ledger.py`). Every run ends — finished, cancelled or failed — with the widget ready again. The dock
+owns its runs and its session: closing it cancels the run in flight, waits for it to stop and lets go
+of every viewer event, key and layer it used.
 """
 from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,25 +19,27 @@ from napari.layers import Image, Labels, Points, Shapes
 from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from ..core.weights import RANDOM_WEIGHTS_BANNER
 from . import labels as labels_io
 from .audio_plot import AudioPlot, energy_envelope
 from .form import Form, select
+from .keys import Shortcuts
 from .prompts import BOXES_SUFFIX, POINTS_SUFFIX, collect_prompts, defaults, make_boxes_layer, make_points_layer
-from .reader import AUDIO_SOURCE_KEY, FPS_KEY, VIDEO_PATH_KEY
-from .runner import (AUDIO_FROM_FILE, CACHE, DEFAULT_FPS, EngineSpec, Job, Update, VideoSpec, audio_and_times,
-                     describe_error, is_out_of_memory, run_job)
+from .reader import AUDIO_SOURCE_KEY, FPS_KEY, VIDEO_PATH_KEY, claim_video_extensions
+from .runner import (AUDIO_FROM_FILE, DEFAULT_FPS, EngineSpec, Job, SessionSlot, Update, VideoSpec, audio_and_times,
+                     describe_error, run_job)
 from .settings import WidgetSettings, load_settings, save_settings
 
 if TYPE_CHECKING:
     import napari
 
 LOGGER = logging.getLogger(__name__)
-TOGGLE_KEY, NEXT_OBJECT_KEY = "t", "n"
 RUN_TITLES = {"frame": "AuralSAM2: segmenting this frame", "propagate": "AuralSAM2: propagating",
               "audio": "AuralSAM2: following the sound"}
+STOP_WAIT_S = 120.0  # closing the dock waits this long for the frame in flight
 
 
 def _load_envelope(spec: VideoSpec) -> tuple:
@@ -43,6 +49,20 @@ def _load_envelope(spec: VideoSpec) -> tuple:
     except Exception as error:  # the plot only informs; a run reports the same problem as an error
         return None, np.arange(spec.frames.shape[0]) / spec.fps, f"audio unreadable: {error}"
     return (None if track is None else energy_envelope(track)), times, "no audio"
+
+
+@dataclass
+class Run:
+    """One run in flight: its job, how to stop it, and what it has written."""
+
+    job: Job
+    video: Image
+    cancel: threading.Event = field(default_factory=threading.Event)
+    stopped: threading.Event = field(default_factory=threading.Event)
+    writes: labels_io.RunWrites | None = None
+    progress_bar: progress | None = None
+    worker: object = None
+    error: str = ""
 
 
 class AuralSAM2Widget(QWidget):
@@ -58,20 +78,27 @@ class AuralSAM2Widget(QWidget):
         layout.addWidget(self.form)
         layout.addWidget(self.plot)
         layout.addStretch(1)
-        self.worker = None
-        self.running = False
-        self.cancel_event = threading.Event()
-        self.progress_bar: progress | None = None
-        self.output: Labels | None = None
-        self.kept: list[int] = []
-        self.written = 0
-        self.failed = False
+        self.run: Run | None = None
+        self.slot = SessionSlot()  # this dock's session, never shared with another dock
         self.outputs: dict = {}  # video layer's unique_id -> the masks layer last written for it
+        self.closed = False
+        self._named_layers: list = []  # layers whose name events we follow
         self._plot_token = 0
+        live = self._live_runs = []  # for the destroyed signal, which must not reach back into self
+        self.destroyed.connect(lambda *_: [run.cancel.set() for run in live])
+        self.shortcuts = Shortcuts(self.viewer, {
+            "t": self.toggle_polarity, "n": self.next_object, "s": lambda: self.start("frame"),
+            "Shift-S": lambda: self.start("propagate"), "a": lambda: self.start("audio"), "Escape": self.cancel},
+            running=lambda: self.running)
         self._apply_settings(load_settings())
         self._connect()
         self._refresh_layers()
         self._set_busy(False)
+        claim_video_extensions()
+
+    @property
+    def running(self) -> bool:
+        return self.run is not None
 
     # -- wiring --------------------------------------------------------------------------------
     def _connect(self) -> None:
@@ -92,10 +119,47 @@ class AuralSAM2Widget(QWidget):
         f.propagate.clicked.connect(lambda: self.start("propagate"))
         f.audio_only.clicked.connect(lambda: self.start("audio"))
         f.cancel.clicked.connect(self.cancel)
+        f.clear_object.clicked.connect(lambda: self.clear_current_frame(only_object=True))
         f.clear_frame.clicked.connect(self.clear_current_frame)
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self.viewer.dims.events.current_step.connect(self._step_changed)
+
+    def _disconnect(self) -> None:
+        self.viewer.layers.events.inserted.disconnect(self._refresh_layers)
+        self.viewer.layers.events.removed.disconnect(self._refresh_layers)
+        self.viewer.dims.events.current_step.disconnect(self._step_changed)
+        for layer in self._named_layers:
+            layer.events.name.disconnect(self._refresh_layers)
+        self._named_layers.clear()
+        self.shortcuts.release()
+
+    def event(self, event: QEvent) -> bool:
+        # napari takes the widget out of its dock (parent None) when the dock is closed or removed
+        if event.type() == QEvent.ParentChange and self.parent() is None:
+            self.close_down()
+        return super().event(event)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        self.close_down()
+        super().closeEvent(event)
+
+    def close_down(self) -> None:
+        """Cancel the run in flight, wait for it to stop, keep what it wrote, let go of the viewer."""
+        if self.closed:
+            return
+        self.closed = True
+        run, self.run = self.run, None
+        stopped = True
+        if run is not None:
+            run.cancel.set()
+            stopped = run.stopped.wait(STOP_WAIT_S)
+            if not stopped:
+                LOGGER.warning("AuralSAM2: the run did not stop within %.0f s of closing the dock", STOP_WAIT_S)
+            self._end_run(run)
+        self._disconnect()
+        if stopped:
+            self.slot.close()
 
     def _apply_settings(self, s: WidgetSettings) -> None:
         f = self.form
@@ -132,13 +196,17 @@ class AuralSAM2Widget(QWidget):
         return layer if layer is not None and layer in self.viewer.layers else None
 
     def _refresh_layers(self, *_) -> None:
+        if self.closed:
+            return
         box, current = self.form.video, self.form.video.currentData()
         layers = self.video_layers()
         box.blockSignals(True)
         box.clear()
         for layer in layers:
             box.addItem(layer.name, layer)
-            layer.events.name.connect(self._refresh_layers)  # connecting twice is a no-op
+            if all(layer is not seen for seen in self._named_layers):
+                layer.events.name.connect(self._refresh_layers)
+                self._named_layers.append(layer)
         if current in layers:
             box.setCurrentIndex(layers.index(current))
         box.blockSignals(False)
@@ -147,8 +215,10 @@ class AuralSAM2Widget(QWidget):
 
     def _video_changed(self, *_) -> None:
         video = self.video_layer()
-        if video is not None and not self._busy():
-            self.prompt_layers(video, create=True)
+        if video is not None and not self.running:
+            points, _ = self.prompt_layers(video, create=True)
+            if points is not None and len(points.feature_defaults):  # a reopened dock goes on where it was
+                self.form.object_id.setValue(int(points.feature_defaults["object_id"].iloc[0]))
         self._refresh_audio()
 
     def _named(self, name: str, kind: type):
@@ -161,23 +231,27 @@ class AuralSAM2Widget(QWidget):
         boxes = self._named(video.name + BOXES_SUFFIX, Shapes)
         if create and boxes is None:
             boxes = self.viewer.add_layer(make_boxes_layer(video, self.form.object_id.value()))
-            boxes.bind_key(NEXT_OBJECT_KEY, lambda _layer: self.next_object(), overwrite=True)
         if create and points is None:
             points = self.viewer.add_layer(make_points_layer(video, self.form.object_id.value(),
                                                              self.form.positive.isChecked()))
-            points.bind_key(TOGGLE_KEY, lambda _layer: self.toggle_polarity(), overwrite=True)
-            points.bind_key(NEXT_OBJECT_KEY, lambda _layer: self.next_object(), overwrite=True)
             points.mode = "add"
             self.viewer.layers.selection.active = points
+        for layer in (points, boxes):
+            if layer is not None:
+                self.shortcuts.bind_layer(layer)
         return points, boxes
 
     def output_layer(self, video: Image) -> Labels:
-        """The masks layer this run writes to: the last one for this video, or a new one."""
-        layer = self.outputs.get(video.unique_id)
+        """The masks layer a run writes to: the last one for this video (or the one named after it),
+        else a new one, added without changing which layer is active."""
+        layer = self.outputs.get(video.unique_id) or self._named(video.name + labels_io.LABELS_SUFFIX, Labels)
         if self.form.new_layer.isChecked() or layer is None or layer not in self.viewer.layers \
                 or not labels_io.fits(layer, video):
+            active = self.viewer.layers.selection.active
             layer = self.viewer.add_layer(labels_io.make_labels_layer(video))
-            self.outputs[video.unique_id] = layer
+            self.viewer.layers.selection.active = active
+        self.outputs[video.unique_id] = layer
+        self.shortcuts.bind_layer(layer)
         return layer
 
     def current_frame(self, video: Image) -> int:
@@ -228,7 +302,7 @@ class AuralSAM2Widget(QWidget):
                       _connect={"returned": lambda result: self._show_audio(token, result)})
 
     def _show_audio(self, token: int, result: tuple) -> None:
-        if token == self._plot_token:
+        if token == self._plot_token and not self.closed:
             self.plot.show_energy(*result)
             video = self.video_layer()
             if video is not None:
@@ -240,13 +314,10 @@ class AuralSAM2Widget(QWidget):
             self.plot.mark_frame(self.current_frame(video))
 
     # -- runs ----------------------------------------------------------------------------------
-    def _busy(self) -> bool:
-        return self.running
-
     def _set_busy(self, busy: bool) -> None:
         f = self.form
-        for control in (f.segment, f.propagate, f.audio_only, f.clear_frame, f.video, f.model, f.image_size,
-                        f.weights, f.device, f.checkpoint, f.sam2_checkpoint, f.audio_mode):
+        for control in (f.segment, f.propagate, f.audio_only, f.clear_object, f.clear_frame, f.video, f.model,
+                        f.image_size, f.weights, f.device, f.checkpoint, f.sam2_checkpoint, f.audio_mode):
             control.setEnabled(not busy)
         f.audio_file.setEnabled(not busy and f.audio_mode.currentData() == AUDIO_FROM_FILE)
         f.cancel.setEnabled(busy)
@@ -258,25 +329,25 @@ class AuralSAM2Widget(QWidget):
 
     def start(self, kind: str) -> None:
         """Start a run ("frame", "propagate" or "audio") in a worker; no-op while one is running."""
-        if self._busy():
+        if self.running or self.closed:
             return
         video = self.video_layer()
         if video is None:
-            show_warning("AuralSAM2: open a video first (File > Open, or File > Open Sample > AuralSAM2 sample clip)")
+            self._report_error("AuralSAM2: open a video first (File > Open, or File > Open Sample > "
+                               "AuralSAM2 sample clip)")
             return
-        self.running = True  # before anything that may process events (a second click is ignored)
-        self._set_busy(True)
         try:
             job, notes = self._prepare(kind, video)
         except Exception as error:  # e.g. a malformed prompt layer: report it, stay usable
-            self.running = False
-            self._set_busy(False)
-            show_error(describe_error(error))
+            self._report_error(describe_error(error))
             return
+        run = self.run = Run(job, video)
+        self._live_runs[:] = [run]
+        self._set_busy(True)
         self.form.status.setText(f"{RUN_TITLES[kind]} from frame {job.frame}…")
-        self.progress_bar = progress(total=0, desc=RUN_TITLES[kind])
-        self.worker = create_worker(run_job, job, self.cancel_event, _connect={
-            "yielded": self._on_update, "errored": self._on_error, "finished": self._on_finished})
+        run.progress_bar = progress(total=0, desc=RUN_TITLES[kind])
+        run.worker = create_worker(run_job, job, run.cancel, self.slot, run.stopped, _connect={
+            "yielded": lambda update: self._on_update(run, update), "finished": lambda: self._on_finished(run)})
         for note in notes:
             show_warning(f"AuralSAM2: {note}")
 
@@ -286,74 +357,107 @@ class AuralSAM2Widget(QWidget):
         height, width = video.data.shape[1:3]
         prompts, notes = collect_prompts(points, boxes, width, height) if kind != "audio" else ({}, [])
         save_settings(self.current_settings())
-        self.output = self.output_layer(video)
-        self.kept, self.written, self.failed = [], 0, False
-        self.cancel_event = threading.Event()
         job = Job(kind=kind, frame=self.current_frame(video), engine=self.engine_spec(),
                   video=self.video_spec(video), prompts=prompts, direction=self.form.direction.currentData(),
                   object_id=self.form.object_id.value())
         return job, notes
 
     def cancel(self) -> None:
-        if self._busy():
-            self.cancel_event.set()
+        if self.run is not None:
+            self.run.cancel.set()
             self.form.status.setText("cancelling after the current frame…")
+
+    def _report_error(self, message: str) -> None:
+        self.form.status.setText(f"failed: {message}")
+        show_error(message)
 
     # napari's progress bars and notifications process Qt events, so the next worker signal may be
     # handled inside these calls: each handler updates its state first and calls them last.
-    def _on_update(self, update: Update) -> None:
+    def _on_update(self, run: Run, update: Update) -> None:
+        if run is not self.run:  # the dock was closed: the run's last signals change nothing
+            return
         if update.kind == "engine":
-            if update.random_weights:
+            self.form.random_banner.setVisible(update.random_weights)
+            if update.random_weights and update.loaded:  # once per model load; the banner stays
                 show_warning(RANDOM_WEIGHTS_BANNER)
-            return
-        if update.kind == "warning":
+        elif update.kind == "warning":
             show_warning(f"AuralSAM2: {update.message}")
-            return
-        if self.output not in self.viewer.layers:
+        elif update.kind == "error":
+            LOGGER.error("AuralSAM2 run failed", exc_info=update.error)
+            run.error = update.message
+            self._report_error(update.message)
+        else:
+            self._write(run, update)
+
+    def _write(self, run: Run, update: Update) -> None:
+        if run.writes is None:
+            run.writes = labels_io.RunWrites(self.output_layer(run.video), run.job.objects)
+            run.writes.layer.mouse_drag_callbacks.insert(0, self._before_user_edit)
+        if run.writes.layer not in self.viewer.layers:
             self.cancel()
             return
-        video = self.video_layer()
-        shown = self.current_frame(video) if video is not None else None
-        if labels_io.write_frame(self.output, update.frame, update.labels, displayed=shown):
-            self.written += 1
-        else:
-            self.kept.append(update.frame)
+        shown = self.current_frame(run.video) if run.video in self.viewer.layers else None
+        run.writes.write(update.frame, update.masks, displayed=shown)
         self.form.status.setText(f"frame {update.frame}: {update.done}/{update.total}")
-        bar = self.progress_bar
+        bar = run.progress_bar
         if bar is not None:
             if bar.total != update.total:
                 bar.total = update.total
             bar.update(update.done - bar.n)
 
-    def _on_error(self, error: BaseException) -> None:
-        LOGGER.error("AuralSAM2 run failed", exc_info=error)
-        self.failed = True
-        self.form.status.setText("failed: see the notification")
-        if is_out_of_memory(error):
-            CACHE.drop()
-        show_error(describe_error(error))
+    def _before_user_edit(self, layer: Labels, event) -> None:
+        """A stroke on a layer a run is writing: the run's writes so far go into the history first,
+        so undo takes the user's stroke back before the run's frames."""
+        if self.run is not None and self.run.writes is not None and self.run.writes.layer is layer:
+            self.run.writes.commit()
 
-    def _on_finished(self) -> None:
-        bar, self.progress_bar, self.worker, self.running = self.progress_bar, None, None, False
+    def _end_run(self, run: Run) -> None:
+        """Commit what the run wrote as one undo step and let go of the layer."""
+        writes = run.writes
+        if writes is not None:
+            writes.commit()
+            if self._before_user_edit in writes.layer.mouse_drag_callbacks:
+                writes.layer.mouse_drag_callbacks.remove(self._before_user_edit)
+        if run.progress_bar is not None:
+            run.progress_bar.close()
+
+    def _on_finished(self, run: Run) -> None:
+        if run is not self.run:
+            return
+        self.run = None
+        self._live_runs.clear()
+        self._end_run(run)
         self._set_busy(False)
+        writes = run.writes
+        written = writes.written if writes is not None else 0
         notes = []
-        if self.kept:
-            notes.append((show_warning, f"AuralSAM2 kept your edits on frame(s) "
-                          f"{labels_io.describe_frames(sorted(self.kept))} of '{self.output.name}': use 'Clear "
-                          "frame' there, or tick 'new Labels layer', to recompute them"))
-        if self.cancel_event.is_set():
-            text = f"cancelled: {self.written} frame(s) written, everything else untouched"
+        if writes is not None and writes.kept:
+            notes.append((show_warning, _kept_note(writes)))
+        if run.cancel.is_set():
+            text = f"cancelled: {written} frame(s) written, everything else untouched"
             notes.append((show_info, f"AuralSAM2 {text}"))
             self.form.status.setText(text)
-        elif not self.failed:
-            self.form.status.setText(f"done: {self.written} frame(s) written to '{self.output.name}'")
-        if bar is not None:
-            bar.close()
+        elif not run.error:
+            where = f" to '{writes.layer.name}'" if writes is not None else ""
+            self.form.status.setText(f"done: {written} frame(s) written{where}")
         for show, message in notes:
             show(message)
 
-    def clear_current_frame(self) -> None:
+    def clear_current_frame(self, only_object: bool = False) -> None:
+        """Empty the current frame of the masks layer (of the current object only, if asked)."""
         video = self.video_layer()
         layer = self.outputs.get(video.unique_id) if video is not None else None
-        if layer is not None and layer in self.viewer.layers:
-            labels_io.clear_frame(layer, self.current_frame(video))
+        if layer is None or layer not in self.viewer.layers or self.running:
+            return
+        t = self.current_frame(video)
+        labels_io.clear(layer, t, {self.form.object_id.value()} if only_object else None, displayed=t)
+
+
+def _kept_note(writes: labels_io.RunWrites) -> str:
+    by_object: dict[int, list[int]] = {}
+    for t, objects in sorted(writes.kept.items()):
+        for object_id in objects:
+            by_object.setdefault(object_id, []).append(t)
+    parts = [f"object {k} on frame(s) {labels_io.describe_frames(frames)}" for k, frames in sorted(by_object.items())]
+    return (f"AuralSAM2 kept your edits of {'; '.join(parts)} in '{writes.layer.name}': use 'Clear object' "
+            "or 'Clear frame' there, or tick 'new Labels layer', to let it write them again")
