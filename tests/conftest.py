@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,8 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_auralsam2.core.audio import AudioTrack
-from napari_auralsam2.core.video import write_video
+# napari's settings (the reader preference the plugin sets, among others) go to a throw-away file,
+# never to the user's own napari settings; set before napari reads them
+os.environ.setdefault("NAPARI_CONFIG", os.path.join(tempfile.mkdtemp(prefix="napari-settings-"), "settings.yaml"))
+
+from napari_auralsam2.core.audio import AudioTrack  # noqa: E402
+from napari_auralsam2.core.video import write_video  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -5,90 +5,21 @@ widget's coordinate conversion, object ids, frame indices and directions are wha
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image as PILImage
 
-from napari.utils.notifications import notification_manager
+from ._napari_support import (ENGINE, FRAME, PLUGIN, docked, engine, notes, press, reference, run,  # noqa: F401
+                             save_screenshot)
 from napari_auralsam2._napari import runner
 from napari_auralsam2._napari.labels import masks_to_labels
 from napari_auralsam2._napari.widget import AuralSAM2Widget
 from napari_auralsam2.core import open_video
 from napari_auralsam2.core.errors import WeightsMissingError
-from napari_auralsam2.core.session import Engine
 
-PLUGIN = "napari-auralsam2"
-ENGINE = runner.EngineSpec(model="hiera_t", image_size=128, weights="random", device="cpu")
-FRAME = 7  # the prompted frame: the fixture's white bar spans x 28..35, y 10..25 there
-RUN_TIMEOUT_MS = 240_000
-SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "images" / "napari_widget.png"
-SCREENSHOT_ENV = "AURALSAM2_UPDATE_SCREENSHOT"
-WINDOW_SIZE = (1280, 960)
-SCREENSHOT_COLOURS = 128
-
-
-@pytest.fixture(scope="module")
-def engine() -> Engine:
-    """Loaded once into the widget's own cache: the widget finds it there and reuses it."""
-    torch.manual_seed(0)
-    engine, _ = runner.CACHE.get_engine(ENGINE)
-    return engine
-
-
-@pytest.fixture
-def notes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # keep the user's settings out of it
-    messages: list[str] = []
-    callback = lambda n: messages.append(str(n.message))  # noqa: E731
-    notification_manager.notification_ready.connect(callback)
-    yield messages
-    notification_manager.notification_ready.disconnect(callback)
-
-
-@pytest.fixture
-def docked(make_napari_viewer, qtbot, sample_mp4: Path, engine: Engine, notes: list[str]):
-    """A shown viewer with the clip opened by our reader and the widget docked from the manifest."""
-    viewer = make_napari_viewer(show=True)
-    viewer.window._qt_window.resize(*WINDOW_SIZE)
-    (video,) = viewer.open(str(sample_mp4), plugin=PLUGIN)
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "AuralSAM2")
-    f = widget.form
-    f.model.setCurrentText(ENGINE.model)
-    f.image_size.setValue(ENGINE.image_size)
-    f.weights.setCurrentIndex(f.weights.findData(ENGINE.weights))
-    f.device.setCurrentIndex(f.device.findData(ENGINE.device))
-    viewer.dims.set_current_step(0, FRAME)
-    yield viewer, widget, video
-    widget.close_down()  # a failed test must not leave a worker writing into a closed viewer
-
-
-def run(qtbot, widget, kind: str) -> None:
-    widget.start(kind)
-    assert widget.running
-    qtbot.waitUntil(lambda: not widget.running, timeout=RUN_TIMEOUT_MS)
-
-
-def press(qtbot, viewer, key: str) -> None:
-    """A real key press on the canvas (napari routes it to the active layer's key bindings)."""
-    qtbot.keyClick(viewer.window._qt_viewer.canvas.native, key)
-
-
-def reference(engine: Engine, path: Path, kind: str, prompts=(), start: int = FRAME, object_id: int = 1):
-    """{frame: uint32 labels} from the core session alone."""
-    session = engine.open_session(open_video(path), use_audio=True)
-    height, width = session.height, session.width
-    if kind == "audio":
-        session.add_audio_prompt(start, object_id)
-    masks = {}
-    for obj, kwargs in prompts:
-        masks = session.add_prompt(start, obj, **kwargs)
-    if kind == "frame":
-        return {start: masks_to_labels(masks, height, width)}
-    return {t: masks_to_labels(m, height, width) for t, m in session.propagate(start, "both")}
+SCREENSHOT = "napari_widget.png"
 
 
 def test_clicks_then_propagate_both_ways_fills_every_frame(qtbot, docked, engine, sample_mp4, clip_spec, notes):
@@ -145,7 +76,7 @@ def test_clicks_then_propagate_both_ways_fills_every_frame(qtbot, docked, engine
     run(qtbot, widget, "frame")
     np.testing.assert_array_equal(masks.data, before)
     assert viewer.layers[-1].name != masks.name and viewer.layers[-1].data[FRAME].any()
-    _save_screenshot(viewer)
+    save_screenshot(viewer, SCREENSHOT)
 
 
 def test_audio_only_follows_the_sound_through_the_video(qtbot, docked, engine, sample_mp4, clip_spec, notes):
@@ -243,19 +174,3 @@ def test_error_messages_say_what_to_do() -> None:
     assert "smaller model" in runner.describe_error(RuntimeError("MPS backend out of memory"))
     missing = runner.describe_error(WeightsMissingError("put auralsam2_avs_v2.pth into /cache"))
     assert missing.startswith("put auralsam2_avs_v2.pth into /cache") and "'random'" in missing
-
-
-def _save_screenshot(viewer) -> None:
-    """The docked widget after a run, for docs/napari.md (refreshed when missing or on request)."""
-    from napari._qt.dialogs.qt_notification import NapariQtNotification
-
-    for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
-        toast.close()  # the pop-ups would cover the canvas
-    viewer.reset_view()
-    shot = viewer.screenshot(canvas_only=False, flash=False)
-    assert shot.ndim == 3 and shot.shape[1] >= WINDOW_SIZE[0] * 0.9 and shot[..., :3].std() > 10
-    if SCREENSHOT.is_file() and not os.environ.get(SCREENSHOT_ENV):
-        return
-    image = PILImage.fromarray(shot[..., :3]).quantize(SCREENSHOT_COLOURS, method=PILImage.Quantize.MEDIANCUT)
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    image.save(SCREENSHOT, optimize=True)

@@ -121,19 +121,21 @@ class EditLedger:
             return
         item = list(event.value)
         try:
-            after = {t: np.array(self.layer.data[t]) for t in _frames_of(item)}
+            frames = {t: np.array(self.layer.data[t]) for t in _frames_of(item)}
+            # napari emits the event before writing a single edit, after writing a grouped stroke
+            applied = _is_applied(item[-1], frames)
         except ValueError as error:  # a history atom of a kind napari did not have when this was written
             LOGGER.warning("AuralSAM2 could not read a napari edit (%s); frames it touched are protected", error)
             return
-        before = {t: frame.copy() for t, frame in after.items()}
-        for atom in reversed(item):
-            _revert(atom, before)
-        for t, frame in after.items():
-            changed = before[t] != frame
-            if not changed.any():
-                continue
-            touched = present_objects(before[t][changed]) | present_objects(frame[changed])
-            self.record(t, frame, self.edits(t, before[t]).plus(changed, touched))
+        before = {t: frame.copy() for t, frame in frames.items()}
+        after = {t: frame.copy() for t, frame in frames.items()}
+        for atom in (reversed(item) if applied else item):
+            _replay(atom, before if applied else after, undo=applied)
+        for t in frames:
+            changed = before[t] != after[t]
+            if changed.any():
+                touched = present_objects(before[t][changed]) | present_objects(after[t][changed])
+                self.record(t, after[t], self.edits(t, before[t]).plus(changed, touched))
 
 
 def _frames_of(item: list) -> list[int]:
@@ -150,21 +152,36 @@ def _frames_of(item: list) -> list[int]:
     return sorted(frames)
 
 
-def _revert(atom, frames: dict[int, np.ndarray]) -> None:
-    """Undo one history atom on copies of the frames it touched (as napari's own undo does)."""
+def _region(key: tuple, frames: dict[int, np.ndarray]) -> np.ndarray:
+    return np.stack([frames[t][key[1:]] for t in range(*key[0].indices(1 << 62))])
+
+
+def _is_applied(atom, frames: dict[int, np.ndarray]) -> bool:
+    """Whether the frames already hold the atom's new values (its old and new values always differ)."""
     key = getattr(atom, "slice_key", None)
     if key is not None:
-        first = key[0].start or 0
-        region = np.stack([frames[t][key[1:]] for t in range(*key[0].indices(1 << 62))])
+        region = _region(key, frames)
+        return bool(np.all((region if atom.mask is None else region[atom.mask]) == atom.new_value))
+    (ts, *yx), _, new = atom
+    return bool(frames[int(ts[0])][tuple(axis[0] for axis in yx)] == np.broadcast_to(new, ts.shape)[0])
+
+
+def _replay(atom, frames: dict[int, np.ndarray], undo: bool) -> None:
+    """Apply one history atom, backwards or forwards, to copies of the frames it touched (as napari does)."""
+    key = getattr(atom, "slice_key", None)
+    if key is not None:
+        region = _region(key, frames)
+        values = atom.old_values if undo else atom.new_value
         if atom.mask is None:
-            region[...] = atom.old_values
+            region[...] = values
         else:
-            region[atom.mask] = atom.old_values
+            region[atom.mask] = values
+        first = key[0].start or 0
         for i, plane in enumerate(region):
             frames[first + i][key[1:]] = plane
         return
-    (ts, *yx), old, _ = atom
-    old = np.broadcast_to(old, ts.shape)
+    (ts, *yx), old, new = atom
+    values = np.broadcast_to(old if undo else new, ts.shape)
     for t in np.unique(ts):
         sel = ts == t
-        frames[int(t)][tuple(axis[sel] for axis in yx)] = old[sel]
+        frames[int(t)][tuple(axis[sel] for axis in yx)] = values[sel]
