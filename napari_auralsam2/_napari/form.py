@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import torch
-from qtpy.QtCore import Qt
 from qtpy.QtGui import QValidator
-from qtpy.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
-                            QLabel, QLineEdit, QPushButton, QRadioButton, QSpinBox, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QFileDialog, QFormLayout, QFrame, QGroupBox,
+                            QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QPushButton, QRadioButton, QSpinBox,
+                            QVBoxLayout, QWidget)
 
 from ..core.model.auralsam2 import IMAGE_SIZE_MULTIPLE, SAM2_CONFIGS
 from ..core.session import DIRECTIONS
@@ -76,6 +76,24 @@ class SizeSpinBox(QSpinBox):
 
     def setValue(self, value: int) -> None:  # noqa: N802 - Qt's name
         super().setValue(int(self.fixup(str(value))))
+
+
+class StatusBox(QPlainTextEdit):
+    """What the last run did, in full (an error's whole message, not a cut-off toast): read-only, selectable."""
+
+    LINES = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setReadOnly(True)
+        self.setFrameShape(QFrame.NoFrame)
+        self.setFixedHeight(self.fontMetrics().lineSpacing() * self.LINES + 8)
+
+    def setText(self, text: str) -> None:  # noqa: N802 - QLabel's name
+        self.setPlainText(text)
+
+    def text(self) -> str:
+        return self.toPlainText()
 
 
 class PathField(QWidget):
@@ -192,9 +210,7 @@ class Form(QWidget):
             first.addWidget(button)
         for button in (self.cancel, self.clear_object, self.clear_frame):
             second.addWidget(button)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.status = StatusBox()
         form.addRow("Propagate", self.direction)
         form.addRow(self.new_layer)
         form.addRow(first)
