@@ -25,7 +25,7 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 from ..core.weights import RANDOM_WEIGHTS_BANNER
 from . import labels as labels_io
 from .audio_plot import AudioPlot, energy_envelope
-from .form import Form, select
+from .form import Form, set_path
 from .keys import Shortcuts
 from .prompts import BOXES_SUFFIX, POINTS_SUFFIX, collect_prompts, defaults, make_boxes_layer, make_points_layer
 from .reader import AUDIO_SOURCE_KEY, FPS_KEY, VIDEO_PATH_KEY, claim_video_extensions
@@ -103,24 +103,22 @@ class AuralSAM2Widget(QWidget):
     # -- wiring --------------------------------------------------------------------------------
     def _connect(self) -> None:
         f = self.form
-        for box in (f.model, f.weights, f.device, f.direction, f.audio_mode):
-            box.currentIndexChanged.connect(self._settings_changed)
-        for edit in (f.checkpoint.edit, f.sam2_checkpoint.edit, f.audio_file.edit):
-            edit.editingFinished.connect(self._settings_changed)
+        for control in (f.model, f.weights, f.device, f.direction, f.audio_mode, f.checkpoint, f.sam2_checkpoint,
+                        f.audio_file, f.new_layer):
+            control.changed.connect(self._settings_changed)
         f.image_size.valueChanged.connect(self._settings_changed)
-        f.new_layer.toggled.connect(self._settings_changed)
-        f.audio_mode.currentIndexChanged.connect(self._refresh_audio)
-        f.audio_file.edit.editingFinished.connect(self._refresh_audio)
-        f.video.currentIndexChanged.connect(self._video_changed)
-        f.object_id.valueChanged.connect(self._prompt_defaults_changed)
-        f.positive.toggled.connect(self._prompt_defaults_changed)
+        f.audio_mode.changed.connect(self._refresh_audio)
+        f.audio_file.changed.connect(self._refresh_audio)
+        f.video.changed.connect(self._video_changed)
+        f.object_id.changed.connect(self._prompt_defaults_changed)
+        f.polarity.changed.connect(self._prompt_defaults_changed)
         f.next_object.clicked.connect(self.next_object)
         f.segment.clicked.connect(lambda: self.start("frame"))
         f.propagate.clicked.connect(lambda: self.start("propagate"))
         f.audio_only.clicked.connect(lambda: self.start("audio"))
         f.cancel.clicked.connect(self.cancel)
         f.clear_object.clicked.connect(lambda: self.clear_current_frame(only_object=True))
-        f.clear_frame.clicked.connect(self.clear_current_frame)
+        f.clear_frame.clicked.connect(lambda: self.clear_current_frame())
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self.viewer.dims.events.current_step.connect(self._step_changed)
@@ -163,27 +161,26 @@ class AuralSAM2Widget(QWidget):
 
     def _apply_settings(self, s: WidgetSettings) -> None:
         f = self.form
-        select(f.model, s.model)
+        for control, value in ((f.model, s.model), (f.weights, s.weights), (f.device, s.device),
+                               (f.direction, s.direction)):
+            if value in control.choices:
+                control.value = value
         f.image_size.setValue(s.image_size)
-        select(f.weights, s.weights)
-        f.checkpoint.edit.setText(s.checkpoint)
-        f.sam2_checkpoint.edit.setText(s.sam2_checkpoint)
-        select(f.device, s.device)
-        select(f.direction, s.direction)
-        f.new_layer.setChecked(s.new_layer_each_run)
-        f.random_banner.setVisible(s.weights == "random")
+        set_path(f.checkpoint, s.checkpoint)
+        set_path(f.sam2_checkpoint, s.sam2_checkpoint)
+        f.new_layer.value = s.new_layer_each_run
+        f.random_banner.visible = s.weights == "random"
 
     def current_settings(self) -> WidgetSettings:
         f = self.form
-        return WidgetSettings(model=f.model.currentData(), image_size=f.image_size.value(),
-                              weights=f.weights.currentData(), checkpoint=f.checkpoint.path,
-                              sam2_checkpoint=f.sam2_checkpoint.path, device=f.device.currentData(),
-                              direction=f.direction.currentData(), new_layer_each_run=f.new_layer.isChecked())
+        return WidgetSettings(model=f.model.value, image_size=f.image_size.value(), weights=f.weights.value,
+                              checkpoint=f.checkpoint_path, sam2_checkpoint=f.sam2_checkpoint_path,
+                              device=f.device.value, direction=f.direction.value, new_layer_each_run=f.new_layer.value)
 
     def _settings_changed(self, *_) -> None:
         settings = self.current_settings()
-        self.form.random_banner.setVisible(settings.weights == "random")
-        self.form.audio_file.setEnabled(self.form.audio_mode.currentData() == AUDIO_FROM_FILE)
+        self.form.random_banner.visible = settings.weights == "random"
+        self.form.audio_file.enabled = self.form.audio_mode.value == AUDIO_FROM_FILE and not self.running
         save_settings(settings)
 
     # -- layers --------------------------------------------------------------------------------
@@ -192,25 +189,22 @@ class AuralSAM2Widget(QWidget):
         return [layer for layer in self.viewer.layers if isinstance(layer, Image) and layer.ndim == 3]
 
     def video_layer(self) -> Image | None:
-        layer = self.form.video.currentData()
+        layer = self.form.video.value
         return layer if layer is not None and layer in self.viewer.layers else None
 
     def _refresh_layers(self, *_) -> None:
         if self.closed:
             return
-        box, current = self.form.video, self.form.video.currentData()
+        box, current = self.form.video, self.form.video.value
         layers = self.video_layers()
-        box.blockSignals(True)
-        box.clear()
+        with box.changed.blocked():
+            box.choices = [(layer.name, layer) for layer in layers]
+            box.value = current if any(current is layer for layer in layers) else (layers[0] if layers else None)
         for layer in layers:
-            box.addItem(layer.name, layer)
             if all(layer is not seen for seen in self._named_layers):
                 layer.events.name.connect(self._refresh_layers)
                 self._named_layers.append(layer)
-        if current in layers:
-            box.setCurrentIndex(layers.index(current))
-        box.blockSignals(False)
-        if box.currentData() != current:
+        if box.value is not current:
             self._video_changed()
 
     def _video_changed(self, *_) -> None:
@@ -218,7 +212,7 @@ class AuralSAM2Widget(QWidget):
         if video is not None and not self.running:
             points, _ = self.prompt_layers(video, create=True)
             if points is not None and len(points.feature_defaults):  # a reopened dock goes on where it was
-                self.form.object_id.setValue(int(points.feature_defaults["object_id"].iloc[0]))
+                self.form.object_id.value = int(points.feature_defaults["object_id"].iloc[0])
         self._refresh_audio()
 
     def _named(self, name: str, kind: type):
@@ -230,10 +224,10 @@ class AuralSAM2Widget(QWidget):
         points = self._named(video.name + POINTS_SUFFIX, Points)
         boxes = self._named(video.name + BOXES_SUFFIX, Shapes)
         if create and boxes is None:
-            boxes = self.viewer.add_layer(make_boxes_layer(video, self.form.object_id.value()))
+            boxes = self.viewer.add_layer(make_boxes_layer(video, self.form.object_id.value))
         if create and points is None:
-            points = self.viewer.add_layer(make_points_layer(video, self.form.object_id.value(),
-                                                             self.form.positive.isChecked()))
+            points = self.viewer.add_layer(make_points_layer(video, self.form.object_id.value,
+                                                             self.form.positive))
             points.mode = "add"
             self.viewer.layers.selection.active = points
         for layer in (points, boxes):
@@ -245,7 +239,7 @@ class AuralSAM2Widget(QWidget):
         """The masks layer a run writes to: the last one for this video (or the one named after it),
         else a new one, added without changing which layer is active."""
         layer = self.outputs.get(video.unique_id) or self._named(video.name + labels_io.LABELS_SUFFIX, Labels)
-        if self.form.new_layer.isChecked() or layer is None or layer not in self.viewer.layers \
+        if self.form.new_layer.value or layer is None or layer not in self.viewer.layers \
                 or not labels_io.fits(layer, video):
             active = self.viewer.layers.selection.active
             layer = self.viewer.add_layer(labels_io.make_labels_layer(video))
@@ -264,31 +258,31 @@ class AuralSAM2Widget(QWidget):
         if video is None:
             return
         points, boxes = self.prompt_layers(video)
-        object_id = self.form.object_id.value()
+        object_id = self.form.object_id.value
         if points is not None:
-            points.feature_defaults = defaults(object_id, self.form.positive.isChecked())
+            points.feature_defaults = defaults(object_id, self.form.positive)
         if boxes is not None:
             boxes.feature_defaults = {"object_id": object_id}
 
     def toggle_polarity(self) -> None:
-        (self.form.negative if self.form.positive.isChecked() else self.form.positive).setChecked(True)
+        self.form.polarity.value = not self.form.positive
 
     def next_object(self) -> None:
         """Switch to a new object id: one above every id in use."""
-        used = [self.form.object_id.value()]
+        used = [self.form.object_id.value]
         video = self.video_layer()
         for layer in self.prompt_layers(video) if video is not None else ():
             if layer is not None and len(layer.features):
                 used.append(int(layer.features["object_id"].max()))
-        self.form.object_id.setValue(max(used) + 1)
-        self.form.positive.setChecked(True)
+        self.form.object_id.value = max(used) + 1
+        self.form.polarity.value = True
 
     # -- audio plot ----------------------------------------------------------------------------
     def video_spec(self, video: Image) -> VideoSpec:
         meta = video.metadata
         return VideoSpec(layer_id=video.unique_id, path=meta.get(VIDEO_PATH_KEY), frames=video.data,
-                         fps=float(meta.get(FPS_KEY) or DEFAULT_FPS), audio_mode=self.form.audio_mode.currentData(),
-                         audio_file=self.form.audio_file.path, audio_source=meta.get(AUDIO_SOURCE_KEY))
+                         fps=float(meta.get(FPS_KEY) or DEFAULT_FPS), audio_mode=self.form.audio_mode.value,
+                         audio_file=self.form.audio_path, audio_source=meta.get(AUDIO_SOURCE_KEY))
 
     def _refresh_audio(self, *_) -> None:
         self._plot_token += 1
@@ -317,10 +311,11 @@ class AuralSAM2Widget(QWidget):
     def _set_busy(self, busy: bool) -> None:
         f = self.form
         for control in (f.segment, f.propagate, f.audio_only, f.clear_object, f.clear_frame, f.video, f.model,
-                        f.image_size, f.weights, f.device, f.checkpoint, f.sam2_checkpoint, f.audio_mode):
-            control.setEnabled(not busy)
-        f.audio_file.setEnabled(not busy and f.audio_mode.currentData() == AUDIO_FROM_FILE)
-        f.cancel.setEnabled(busy)
+                        f.weights, f.device, f.checkpoint, f.sam2_checkpoint, f.audio_mode):
+            control.enabled = not busy
+        f.image_size.setEnabled(not busy)
+        f.audio_file.enabled = not busy and f.audio_mode.value == AUDIO_FROM_FILE
+        f.cancel.enabled = busy
 
     def engine_spec(self) -> EngineSpec:
         s = self.current_settings()
@@ -358,8 +353,8 @@ class AuralSAM2Widget(QWidget):
         prompts, notes = collect_prompts(points, boxes, width, height) if kind != "audio" else ({}, [])
         save_settings(self.current_settings())
         job = Job(kind=kind, frame=self.current_frame(video), engine=self.engine_spec(),
-                  video=self.video_spec(video), prompts=prompts, direction=self.form.direction.currentData(),
-                  object_id=self.form.object_id.value())
+                  video=self.video_spec(video), prompts=prompts, direction=self.form.direction.value,
+                  object_id=self.form.object_id.value)
         return job, notes
 
     def cancel(self) -> None:
@@ -377,7 +372,7 @@ class AuralSAM2Widget(QWidget):
         if run is not self.run:  # the dock was closed: the run's last signals change nothing
             return
         if update.kind == "engine":
-            self.form.random_banner.setVisible(update.random_weights)
+            self.form.random_banner.visible = update.random_weights
             if update.random_weights and update.loaded:  # once per model load; the banner stays
                 show_warning(RANDOM_WEIGHTS_BANNER)
         elif update.kind == "warning":
@@ -450,7 +445,7 @@ class AuralSAM2Widget(QWidget):
         if layer is None or layer not in self.viewer.layers or self.running:
             return
         t = self.current_frame(video)
-        labels_io.clear(layer, t, {self.form.object_id.value()} if only_object else None, displayed=t)
+        labels_io.clear(layer, t, {self.form.object_id.value} if only_object else None, displayed=t)
 
 
 def _kept_note(writes: labels_io.RunWrites) -> str:
