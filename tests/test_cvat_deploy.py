@@ -61,7 +61,8 @@ def test_the_detector_gets_cvat_data_read_only(tmp_path):
     configs = deploy(tmp_path)
     # nuclio's local platform runs `docker run --volume SRC:DEST` and ignores readOnly: ":ro" goes in DEST
     assert volumes(configs["detector"]) == {"cvat-data": ("cvat_cvat_data", "/cvat-data:ro", True)}
-    assert env(configs["detector"])["AURALSAM2_CVAT_DATA"] == "/cvat-data" and env(configs["detector"])["AURALSAM2_VIDEOS"] == ""
+    settings = env(configs["detector"])
+    assert settings["AURALSAM2_CVAT_DATA"] == "/cvat-data" and settings["AURALSAM2_VIDEOS"] == ""
     original = yaml.safe_load((FUNCTIONS / "interactor" / "nuclio" / "function.yaml").read_text())
     assert configs["interactor"] == original and volumes(configs["interactor"]) == {}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -22,8 +23,9 @@ from nuclio_sdk.test import Platform
 from napari_auralsam2.core import masks as codec
 from napari_auralsam2.core.sample import make_sample_clip
 from napari_auralsam2.core.video import frames_from_array, open_video
+from napari_auralsam2.cvat import fingerprint as fp
 from napari_auralsam2.cvat.fingerprint import FrameNotFoundError
-from napari_auralsam2.cvat.nuclio_handlers import Detector, Settings, TrackerModel
+from napari_auralsam2.cvat.nuclio_handlers import Detector, Settings, StillIndexingError, TrackerModel
 from napari_auralsam2.cvat.payloads import RequestError
 from napari_auralsam2.cvat.streams import MaskStream, frame_by_frame
 from napari_auralsam2.cvat.tracker import TrackStore
@@ -62,8 +64,8 @@ def cvat_data(tmp_path_factory, sample_mp4):
 @pytest.fixture(scope="module")
 def functions(engine, cvat_data, tmp_path_factory):
     """The three main.py modules, initialised by the platform with the test environment."""
-    env = dict(TEST_ENV, AURALSAM2_CVAT_DATA=str(cvat_data), AURALSAM2_INDEX_CACHE=str(tmp_path_factory.mktemp("index")),
-               AURALSAM2_TRACKER_CAPACITY="4", **INDEX_ON_DEMAND)
+    env = dict(TEST_ENV, AURALSAM2_CVAT_DATA=str(cvat_data), AURALSAM2_TRACKER_CAPACITY="4",
+               AURALSAM2_INDEX_CACHE=str(tmp_path_factory.mktemp("index")), **INDEX_ON_DEMAND)
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():
             patch.setenv(key, value)
@@ -403,4 +405,31 @@ def test_detector_serves_good_files_while_one_is_unreadable(engine, sample_mp4, 
         with open_video(other) as video:
             assert len(model.handle({"image": encode(video.frame(1))})) == 1
     finally:
+        model.close()
+
+
+def test_detector_answers_503_while_a_new_video_is_still_being_indexed(engine, sample_mp4, tmp_path, monkeypatch):
+    """A long new video is indexed in the background: the request that needs it is told to retry."""
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    shutil.copy(sample_mp4, folder / "long.mp4")
+    release, original = threading.Event(), fp.video_fingerprints
+
+    def slow(path):  # stands for a video that takes minutes to read
+        assert release.wait(timeout=300)
+        return original(path)
+
+    monkeypatch.setattr(fp, "video_fingerprints", slow)
+    model = Detector(Settings(videos=str(folder), cvat_data="", index_cache="", index_interval_s=3600,
+                              index_wait_s=0.2), engine=engine)
+    try:
+        with open_video(sample_mp4) as video:
+            frame = encode(video.frame(1))
+        with pytest.raises(StillIndexingError, match=r"1 new video\(s\) are still being indexed \(long.mp4\)"):
+            model.handle({"image": frame})
+        release.set()
+        model.settings.index_wait_s = 120
+        assert len(model.handle({"image": frame})) == 1
+    finally:
+        release.set()
         model.close()

@@ -332,7 +332,8 @@ def test_server_failures_are_one_line_naming_the_server(clip, monkeypatch, capsy
     path, frames = clip
     port = closed_port()
     cases = [(f"http://127.0.0.1:{port}", {}, f"cannot reach CVAT at http://127.0.0.1:{port} (connection refused)"),
-             ("http://no-such-host.invalid", {}, "cannot reach CVAT at http://no-such-host.invalid:80 (host name not found)"),
+             ("http://no-such-host.invalid", {},
+              "cannot reach CVAT at http://no-such-host.invalid:80 (host name not found)"),
              (web_page.replace("http:", "https:"), {}, "TLS connection to CVAT"),
              (web_page, {}, f"{web_page} did not answer like a CVAT server"),
              ("STUB", {"token": "wrong"}, "did not accept the credentials (401"),

@@ -25,6 +25,8 @@ SERVER_HINT = "check --server-host/--server-port (or --profile) and that the ser
 _ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
 BODY_EXCERPT = 200
 URLLIB3_POOL_LOGGER = "urllib3.connectionpool"
+#: where cvat-sdk's model checks place a reply that does not parse (``path_to_item[0]``)
+REPLY_ITEM = "received_data"
 
 
 def server_name(args: argparse.Namespace) -> str:
@@ -102,9 +104,11 @@ def server_errors(server: str) -> Iterator[None]:
                              "check that the server is up, then try again") from err
     except api.ApiException as err:
         raise _answered(err, server) from err
-    except api.OpenApiException as err:  # a reply that does not parse as CVAT's API
-        raise AuralSAM2Error(f"{server} did not answer like a CVAT server ({' '.join(str(err).split())[:BODY_EXCERPT]})",
-                             SERVER_HINT) from err
+    except api.OpenApiException as err:
+        if (getattr(err, "path_to_item", None) or [None])[0] != REPLY_ITEM:
+            raise  # a request this program built wrongly: a bug, not the server's doing
+        said = " ".join(str(err).split())[:BODY_EXCERPT]
+        raise AuralSAM2Error(f"{server} did not answer like a CVAT server ({said})", SERVER_HINT) from err
     except InvalidHostException as err:
         raise AuralSAM2Error(str(err), "write --server-host as host, http://host or https://host") from err
     except AuthStoreError as err:

@@ -161,5 +161,6 @@ def parse_list(value: Any, what: str) -> list:
     return value
 
 
-__all__ = ["RequestError", "shown", "parse_body", "require", "decode_image", "parse_points", "parse_box", "parse_threshold",
+__all__ = ["RequestError", "shown", "parse_body", "require", "decode_image", "parse_points", "parse_box",
+           "parse_threshold",
            "parse_list", "MAX_BODY_BYTES"]

@@ -6,6 +6,7 @@ from the deployment); evicted, restarted or foreign ids answer 410, replayed old
 Shapes come as CVAT sends them: a bare ``[xtl, ytl, xbr, ybr]`` (functions without
 ``supported_shape_types``) or ``{"type": ..., "points": ...}`` for rectangle, polygon and mask;
 results keep the input's form and type. The first frame returns the user's shape as drawn.
+A request is all or nothing: every entry is checked before any track moves.
 """
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ def parse_shape(value: Any, width: int, height: int) -> Shape:
     else:
         raise RequestError(f"a shape must be a points list or an object, got {shown(value)}")
     if shape_type not in SUPPORTED_SHAPE_TYPES:
-        raise RequestError(f"shape type {shown(shape_type)} is not supported: use one of {', '.join(SUPPORTED_SHAPE_TYPES)}")
+        raise RequestError(f"shape type {shown(shape_type)} is not supported: "
+                           f"use one of {', '.join(SUPPORTED_SHAPE_TYPES)}")
     if not isinstance(points, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in points):
         raise RequestError("shape points must be a list of numbers")
     if shape_type == "rectangle" and len(points) != 4:

@@ -95,7 +95,8 @@ def video_task_frames(task, meta, video: VideoSource, fetched: SourceVideo | Non
     if len(range(start, stop + 1, step)) != meta.size or stop >= len(video):
         raise AuralSAM2Error(f"task {task.id} has {meta.size} frames ({layout}) but {name} has {len(video)}", hint)
     size = (int(meta.frames[0].width), int(meta.frames[0].height))
-    if (video.width, video.height) != size and (fetched is not None or not _same_aspect((video.width, video.height), size)):
+    shape = (video.width, video.height)
+    if shape != size and (fetched is not None or not _same_aspect(shape, size)):
         raise AuralSAM2Error(f"task {task.id} has {size[0]}x{size[1]} frames but {name} is "
                              f"{video.width}x{video.height}", hint)
     deleted = set(meta.deleted_frames)
@@ -328,5 +329,6 @@ def annotate_task(client, task_id: int, engine: Engine, video: str | Path | None
         return write_masklets(source, engine, prompts, from_task_shapes, label, replace, shape_type, use_audio, log)
 
 
-__all__ = ["ObjectPrompt", "FrameMap", "TaskSource", "open_task", "write_masklets", "annotate_task", "polygon_track", "mask_shapes", "prompts_from_shapes",
+__all__ = ["ObjectPrompt", "FrameMap", "TaskSource", "open_task", "write_masklets", "annotate_task", "polygon_track",
+           "mask_shapes", "prompts_from_shapes",
            "run_masklets", "SHAPE_TYPES"]
