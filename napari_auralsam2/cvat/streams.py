@@ -63,13 +63,17 @@ class StreamVideo(VideoSource):
         self._frames: dict[int, np.ndarray] = {}
         self.count = 0
 
-    def push(self, frame: np.ndarray) -> int:
-        """Append a frame (uint8 [H, W, 3]); returns its index."""
+    def check(self, frame: np.ndarray) -> None:
+        """Raise if the frame cannot be the next one (another size, or the stream is full)."""
         if frame.shape[:2] != (self.height, self.width):
             raise PromptError(f"this frame is {frame.shape[1]}x{frame.shape[0]}, the track started on a "
                               f"{self.width}x{self.height} frame", "track within one video")
         if self.count >= STREAM_CAPACITY:
             raise VideoError(f"a track can follow at most {STREAM_CAPACITY} frames", "start a new track")
+
+    def push(self, frame: np.ndarray) -> int:
+        """Append a frame (uint8 [H, W, 3]); returns its index."""
+        self.check(frame)
         self._frames[self.count] = np.ascontiguousarray(frame)
         self._frames.pop(self.count - STREAM_KEEP, None)
         self.count += 1
