@@ -50,10 +50,10 @@ def docked(make_napari_viewer, qtbot, sample_mp4: Path, engine: Engine, notes: l
     (video,) = viewer.open(str(sample_mp4), plugin=PLUGIN)
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "AuralSAM2")
     f = widget.form
-    f.model.setCurrentText(ENGINE.model)
+    f.model.value = ENGINE.model
     f.image_size.setValue(ENGINE.image_size)
-    f.weights.setCurrentIndex(f.weights.findData(ENGINE.weights))
-    f.device.setCurrentIndex(f.device.findData(ENGINE.device))
+    f.weights.value = ENGINE.weights
+    f.device.value = ENGINE.device
     viewer.dims.set_current_step(0, FRAME)
     yield viewer, widget, video
     widget.close_down()  # a failed test must not leave a worker writing into a closed viewer

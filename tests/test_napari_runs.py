@@ -53,7 +53,7 @@ def test_out_of_memory_mid_run_ends_the_run_and_the_widget_recovers(qtbot, docke
     points, _ = widget.prompt_layers(video)
     viewer.dims.set_current_step(0, 0)
     points.add([[0, 17, 8]])
-    widget.form.direction.setCurrentText("forward")
+    widget.form.direction.value = "forward"
     track = SegmentationSession._track_frame
 
     def out_of_memory_on_frame_3(session, frame_idx, reverse):
@@ -69,7 +69,7 @@ def test_out_of_memory_mid_run_ends_the_run_and_the_widget_recovers(qtbot, docke
     assert status.startswith("failed") and "hiera_t" in status and "device cpu" in status and "kept" in status
     assert any("out of memory" in note for note in notes)
     f = widget.form
-    assert f.propagate.isEnabled() and f.segment.isEnabled() and not f.cancel.isEnabled()
+    assert f.propagate.enabled and f.segment.enabled and not f.cancel.enabled
     assert runner.CACHE.engine is None and widget.slot.session is None  # model and per-run state released
     masks = masks_layer(viewer, video)
     save_screenshot(viewer, "napari_out_of_memory.png")
@@ -97,7 +97,7 @@ def test_any_error_inside_a_run_reaches_the_widget(qtbot, docked, cached_engine,
     qtbot.waitUntil(lambda: not widget.running, timeout=FAILURE_TIMEOUT_MS)
     status = widget.form.status.text()
     assert "RuntimeError: Expected all tensors to be on the same device, but found at least two devices" in status
-    assert "are kept" in status and widget.form.segment.isEnabled()
+    assert "are kept" in status and widget.form.segment.enabled
     assert video.unique_id not in widget.outputs and len(viewer.layers) == 3  # a failed run adds no layer
 
 
@@ -127,15 +127,15 @@ def test_closing_the_dock_stops_its_run_and_lets_go_of_the_viewer(qtbot, docked,
     viewer.layers.clear()
     (silent,) = viewer.open(str(silent_mp4), plugin=PLUGIN)
     assert [layer.name for layer in viewer.layers] == [silent.name]
-    object_id = widget.form.object_id.value()
+    object_id = widget.form.object_id.value
     press(qtbot, viewer, "n")
-    assert widget.form.object_id.value() == object_id
+    assert widget.form.object_id.value == object_id
 
     # a reopened dock has a session of its own and works
     _, again = viewer.window.add_plugin_dock_widget(PLUGIN, "AuralSAM2")
     assert again.slot is not widget.slot
     again_points, _ = again.prompt_layers(silent)
-    again.form.audio_mode.setCurrentIndex(again.form.audio_mode.findData(runner.AUDIO_NONE))
+    again.form.audio_mode.value = runner.AUDIO_NONE
     viewer.dims.set_current_step(0, FRAME)
     again_points.add([[FRAME, 17, 31]])
     run(qtbot, again, "frame")
@@ -166,7 +166,7 @@ def test_a_run_and_a_clear_are_single_undo_steps_and_undo_never_fakes_an_edit(qt
     masks.paint((t, *background_spot(one[t])), 5)
     painted = masks.data[t] != one[t]
     assert painted.any() and set(np.unique(masks.data[t][painted])) == {5}
-    widget.form.clear_frame.click()
+    widget.form.clear_frame.clicked.emit()
     assert not masks.data[t].any()
     masks.undo()
     np.testing.assert_array_equal(masks.data[t], np.where(painted, 5, one[t]))
@@ -221,8 +221,8 @@ def test_an_edit_protects_its_object_and_other_objects_are_still_written(qtbot, 
 
     # 'Clear object' gives object 1 on frame t back to AuralSAM2
     viewer.dims.set_current_step(0, t)
-    widget.form.object_id.setValue(1)
-    widget.form.clear_object.click()
+    widget.form.object_id.value = 1
+    widget.form.clear_object.clicked.emit()
     assert not (masks.data[t] == 1).any() and (masks.data[t] == 2).any()
     viewer.dims.set_current_step(0, FRAME)
     run(qtbot, widget, "propagate")
@@ -264,11 +264,11 @@ def test_runs_leave_the_selection_alone_and_the_keys_work_on_any_layer(qtbot, do
     masks = masks_layer(viewer, video)
     for layer in (masks, video, boxes, points):
         viewer.layers.selection.active = layer
-        positive, object_id = f.positive.isChecked(), f.object_id.value()
+        positive, object_id = f.positive, f.object_id.value
         press(qtbot, viewer, "t")
-        assert f.positive.isChecked() != positive, layer.name
+        assert f.positive != positive, layer.name
         press(qtbot, viewer, "n")
-        assert f.object_id.value() == object_id + 1, layer.name
+        assert f.object_id.value == object_id + 1, layer.name
         press(qtbot, viewer, "Shift-S")
         assert widget.running, layer.name
         press(qtbot, viewer, "Escape")
@@ -296,16 +296,16 @@ def test_random_weights_warn_once_per_load_and_sizes_are_corrected_where_typed(q
     for _ in range(2):
         run(qtbot, widget, "frame")
     assert sum("RANDOM WEIGHTS" in note for note in notes) == 1
-    assert not f.random_banner.isHidden()
+    assert not f.random_banner.native.isHidden()
 
 
 def test_a_reopened_dock_goes_on_with_the_object_it_was_on(qtbot, docked):
     viewer, widget, video = docked
     widget.next_object()
-    assert widget.form.object_id.value() == 2
+    assert widget.form.object_id.value == 2
     viewer.window.remove_dock_widget(widget)
     _, again = viewer.window.add_plugin_dock_widget(PLUGIN, "AuralSAM2")
-    assert again.form.object_id.value() == 2
+    assert again.form.object_id.value == 2
     points, _ = again.prompt_layers(video)
     points.add([[FRAME, 17, 31]])
     assert points.features["object_id"].tolist() == [2]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from ._napari_support import (ENGINE, FRAME, PLUGIN, docked, engine, notes, press, reference, run,  # noqa: F401
+from ._napari_support import (ENGINE, FRAME, PLUGIN, RUN_TIMEOUT_MS, docked, engine, notes, press, reference, run,  # noqa: F401
                              save_screenshot)
 from napari_auralsam2._napari import runner
 from napari_auralsam2._napari.labels import masks_to_labels
@@ -28,10 +28,10 @@ def test_clicks_then_propagate_both_ways_fills_every_frame(qtbot, docked, engine
     assert points is not None and boxes is not None and viewer.layers.selection.active == points
     points.add([[FRAME, 17, 31]])  # object 1, positive, on the bar
     press(qtbot, viewer, "t")  # -> negative
-    assert widget.form.negative.isChecked()
+    assert not widget.form.positive
     points.add([[FRAME, 45, 70]])
     press(qtbot, viewer, "n")  # -> object 2, positive again
-    assert widget.form.object_id.value() == 2 and widget.form.positive.isChecked()
+    assert widget.form.object_id.value == 2 and widget.form.positive
     boxes.add_rectangles(np.array([[FRAME, 30, 50], [FRAME, 30, 90], [FRAME, 60, 90], [FRAME, 60, 50]]))
     assert points.features["object_id"].tolist() == [1, 1]
     assert points.features["label"].astype(str).tolist() == ["positive", "negative"]
@@ -64,14 +64,14 @@ def test_clicks_then_propagate_both_ways_fills_every_frame(qtbot, docked, engine
     for t in set(range(clip_spec.n_frames)) - {3}:
         np.testing.assert_array_equal(masks.data[t], expected[t])
     viewer.dims.set_current_step(0, 3)
-    widget.form.clear_frame.click()  # the user's explicit way back: frame 3 is empty and writable again
+    widget.form.clear_frame.clicked.emit()  # the user's explicit way back: frame 3 is empty and writable again
     assert not masks.data[3].any()
     viewer.dims.set_current_step(0, FRAME)
     run(qtbot, widget, "propagate")
     np.testing.assert_array_equal(masks.data[3], expected[3])
 
     # 'new layer' leaves the edited layer alone entirely
-    widget.form.new_layer.setChecked(True)
+    widget.form.new_layer.value = True
     before = masks.data.copy()
     run(qtbot, widget, "frame")
     np.testing.assert_array_equal(masks.data, before)
@@ -84,13 +84,13 @@ def test_audio_only_follows_the_sound_through_the_video(qtbot, docked, engine, s
     # the track's energy is computed off the GUI thread, then drawn ...
     qtbot.waitUntil(lambda: len(widget.plot.curve.get_xdata()) > 0, timeout=10_000)
     assert widget.plot.marked_time == pytest.approx(FRAME / clip_spec.fps, abs=1e-3)  # ... marked at this frame
-    widget.form.object_id.setValue(3)
+    widget.form.object_id.value = 3
     run(qtbot, widget, "audio")
     masks = widget.outputs[video.unique_id]
     expected = reference(engine, sample_mp4, "audio", start=FRAME, object_id=3)
     np.testing.assert_array_equal(masks.data, np.stack([expected[t] for t in range(clip_spec.n_frames)]))
     assert set(np.unique(masks.data)) <= {0, 3}
-    assert not widget.form.random_banner.isHidden()  # the model was loaded before: the banner says it
+    assert not widget.form.random_banner.native.isHidden()  # the model was loaded before: the banner says it
 
 
 def test_cancel_mid_run_keeps_prior_labels_and_the_viewer_usable(qtbot, docked, clip_spec, notes):
@@ -98,7 +98,7 @@ def test_cancel_mid_run_keeps_prior_labels_and_the_viewer_usable(qtbot, docked, 
     points, _ = widget.prompt_layers(video)
     viewer.dims.set_current_step(0, 0)
     points.add([[0, 17, 8]])
-    widget.form.direction.setCurrentText("forward")
+    widget.form.direction.value = "forward"
     run(qtbot, widget, "propagate")
     masks = widget.outputs[video.unique_id]
     prior = masks.data.copy()
@@ -106,11 +106,11 @@ def test_cancel_mid_run_keeps_prior_labels_and_the_viewer_usable(qtbot, docked, 
 
     points.add([[FRAME, 17, 31]])
     viewer.dims.set_current_step(0, FRAME)
-    widget.form.direction.setCurrentText("both")
+    widget.form.direction.value = "both"
     seen: list[int] = []
     widget.start("propagate")
     widget.run.worker.yielded.connect(lambda u: u.kind == "frame" and (seen.append(u.frame), widget.cancel()))
-    assert widget.form.cancel.isEnabled() and not widget.form.propagate.isEnabled()
+    assert widget.form.cancel.enabled and not widget.form.propagate.enabled
     qtbot.waitUntil(lambda: not widget.running, timeout=RUN_TIMEOUT_MS)
     assert 1 <= len(seen) <= 2 < clip_spec.n_frames  # stopped after the frame in flight
     for t in set(range(clip_spec.n_frames)) - set(seen):
@@ -119,7 +119,7 @@ def test_cancel_mid_run_keeps_prior_labels_and_the_viewer_usable(qtbot, docked, 
     assert masks in viewer.layers and points in viewer.layers and video in viewer.layers
 
     # the viewer and the widget still work
-    assert widget.form.propagate.isEnabled() and not widget.form.cancel.isEnabled()
+    assert widget.form.propagate.enabled and not widget.form.cancel.enabled
     viewer.dims.set_current_step(0, 2)
     qtbot.wait(50)
     assert widget.plot.marked_time == pytest.approx(2 / clip_spec.fps, abs=1e-3)
@@ -132,17 +132,15 @@ def test_errors_become_notifications_and_leave_everything_intact(qtbot, docked, 
                                                                  notes):
     viewer, widget, video = docked
     f = widget.form
-    f.audio_mode.setCurrentIndex(f.audio_mode.findData(runner.AUDIO_FROM_FILE))
-    f.audio_file.edit.setText(str(sample_wav.with_name("missing.wav")))
-    f.audio_file.edit.editingFinished.emit()
+    f.audio_mode.value = runner.AUDIO_FROM_FILE
+    f.audio_file.value = str(sample_wav.with_name("missing.wav"))
     layers = list(viewer.layers)
     run(qtbot, widget, "audio")
     assert "file not found" in notes[-1] and "missing.wav" in notes[-1]
     assert list(viewer.layers) == layers and video.unique_id not in widget.outputs  # a failed run adds no layer
-    assert f.status.text().startswith("failed") and f.audio_only.isEnabled()
+    assert f.status.text().startswith("failed") and f.audio_only.enabled
 
-    f.audio_file.edit.setText(str(sample_wav))  # a picked file is what the plot shows
-    f.audio_file.edit.editingFinished.emit()
+    f.audio_file.value = str(sample_wav)  # a picked file is what the plot shows
     qtbot.waitUntil(lambda: len(widget.plot.curve.get_xdata()) > 0, timeout=10_000)
     wav_seconds = widget.plot.curve.get_xdata()[-1]
     assert wav_seconds == pytest.approx(1.5, abs=0.01)
@@ -150,8 +148,8 @@ def test_errors_become_notifications_and_leave_everything_intact(qtbot, docked, 
     # a video without sound: clicks still work, with a warning instead of an error
     (silent,) = viewer.open(str(silent_mp4), plugin=PLUGIN)
     assert any("no audio track" in note for note in notes)
-    f.video.setCurrentIndex(f.video.findText(silent.name))
-    f.audio_mode.setCurrentIndex(f.audio_mode.findData(runner.AUDIO_FROM_VIDEO))
+    f.video.value = silent
+    f.audio_mode.value = runner.AUDIO_FROM_VIDEO
     points, _ = widget.prompt_layers(silent)
     points.add([[FRAME, 17, 31]])
     run(qtbot, widget, "frame")
@@ -164,8 +162,8 @@ def test_errors_become_notifications_and_leave_everything_intact(qtbot, docked, 
     assert not np.delete(masks.data, FRAME, axis=0).any() and f.status.text().startswith("done")
 
     again = AuralSAM2Widget(viewer)  # what the widget shows in the next napari session
-    assert (again.form.model.currentData(), again.form.image_size.value(), again.form.weights.currentData(),
-            again.form.device.currentData()) == (ENGINE.model, ENGINE.image_size, ENGINE.weights, ENGINE.device)
+    assert (again.form.model.value, again.form.image_size.value(), again.form.weights.value,
+            again.form.device.value) == (ENGINE.model, ENGINE.image_size, ENGINE.weights, ENGINE.device)
 
 
 def test_error_messages_say_what_to_do() -> None:

@@ -5,8 +5,6 @@ size SAM2 cannot run at while it is typed) and the status box (several selectabl
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, RadioButtons, SpinBox, Widget
 from qtpy.QtGui import QValidator
@@ -38,9 +36,8 @@ def devices() -> list[str]:
 
 
 def path_text(edit: FileEdit) -> str:
-    """A FileEdit's path, or "" when none was picked (magicgui shows an empty field as '.')."""
-    text = str(edit.value or "").strip()
-    return "" if text in ("", ".") else text
+    """A FileEdit's path as typed or picked, "" when empty (its `value` would be '.', the working folder)."""
+    return str(edit.line_edit.value).strip()
 
 
 class SizeSpinBox(QSpinBox):
@@ -185,4 +182,4 @@ class Form(QWidget):
 
 
 def set_path(edit: FileEdit, text: str) -> None:
-    edit.value = Path(text) if text else ""
+    edit.line_edit.value = text  # not `value`, which turns "" into the working folder
