@@ -86,7 +86,7 @@ def test_audio_only_follows_the_sound_through_the_video(qtbot, docked, engine, s
     assert widget.plot.marked_time == pytest.approx(FRAME / clip_spec.fps, abs=1e-3)  # ... marked at this frame
     widget.form.object_id.value = 3
     run(qtbot, widget, "audio")
-    masks = widget.outputs[video.unique_id]
+    masks = widget.work(video).masks_layer()
     expected = reference(engine, sample_mp4, "audio", start=FRAME, object_id=3)
     np.testing.assert_array_equal(masks.data, np.stack([expected[t] for t in range(clip_spec.n_frames)]))
     assert set(np.unique(masks.data)) <= {0, 3}
@@ -100,7 +100,7 @@ def test_cancel_mid_run_keeps_prior_labels_and_the_viewer_usable(qtbot, docked, 
     points.add([[0, 17, 8]])
     widget.form.direction.value = "forward"
     run(qtbot, widget, "propagate")
-    masks = widget.outputs[video.unique_id]
+    masks = widget.work(video).masks_layer()
     prior = masks.data.copy()
     assert f"done: {clip_spec.n_frames} frame(s) written" in widget.form.status.text()
 
@@ -137,7 +137,7 @@ def test_errors_become_notifications_and_leave_everything_intact(qtbot, docked, 
     layers = list(viewer.layers)
     run(qtbot, widget, "audio")
     assert "file not found" in notes[-1] and "missing.wav" in notes[-1]
-    assert list(viewer.layers) == layers and video.unique_id not in widget.outputs  # a failed run adds no layer
+    assert list(viewer.layers) == layers and widget.work(video).masks_layer() is None  # a failed run adds no layer
     assert f.status.text().startswith("failed") and f.audio_only.enabled
 
     f.audio_file.value = str(sample_wav)  # a picked file is what the plot shows
@@ -154,7 +154,7 @@ def test_errors_become_notifications_and_leave_everything_intact(qtbot, docked, 
     points.add([[FRAME, 17, 31]])
     run(qtbot, widget, "frame")
     assert "segmenting from the clicks alone" in " ".join(notes)
-    masks = widget.outputs[silent.unique_id]
+    masks = widget.work(silent).masks_layer()
     plain = engine.open_session(open_video(silent_mp4), use_audio=False)
     expected = masks_to_labels(plain.add_prompt(FRAME, 1, points=[(31.5, 17.5)], labels=[1]),
                                plain.height, plain.width)

@@ -10,6 +10,8 @@ the user changed. Objects not in the run are never touched.
 """
 from __future__ import annotations
 
+from typing import Iterable
+
 import numpy as np
 from napari.layers import Image, Labels
 
@@ -46,18 +48,12 @@ def compose(current: np.ndarray, masks: Masks, writable: set[int], user_pixels: 
     """The frame after writing `writable` objects' masks: their old pixels are replaced, every other
     object and every pixel the user changed stay as they are."""
     new = current.copy()
-    ids = np.fromiter(writable, dtype=LABEL_DTYPE)
-    new[np.isin(current, ids)] = 0
+    new[np.isin(current, _ids(writable))] = 0
     free = (new == 0) & ~user_pixels
     for object_id in sorted(writable):  # a higher id wins where objects overlap
         if object_id in masks:
             new[free & masks[object_id]] = object_id
     return new
-
-
-def _refresh(layer: Labels, frame_index: int, displayed: int | None) -> None:
-    if displayed is None or displayed == frame_index:
-        layer.refresh()
 
 
 class RunWrites:
@@ -92,7 +88,8 @@ class RunWrites:
         else:
             self.pending[frame_index] = (flat, current.ravel()[flat])
         self.layer.data[frame_index] = new
-        _refresh(self.layer, frame_index, displayed)
+        if displayed is None or displayed == frame_index:
+            self.layer.refresh()
 
     def commit(self) -> None:
         """Record everything written since the last commit as one step of the layer's undo history.
@@ -116,28 +113,56 @@ class RunWrites:
         layer.refresh()
 
 
-def clear(layer: Labels, frame_index: int, objects: set[int] | None = None, displayed: int | None = None) -> None:
-    """Empty a frame of some objects (all if None) on the user's request: one undo step, and the
-    cleared objects are AuralSAM2's to write again."""
+def clear(layer: Labels, frames: Iterable[int], objects: set[int] | None = None) -> None:
+    """Remove objects (all if None) from frames on the user's request, as one undo step; what is
+    cleared is AuralSAM2's to write again (the user's edits of it included)."""
     ledger = EditLedger.of(layer)
-    current = np.array(layer.data[frame_index])
-    targets = present_objects(current) if objects is None else set(objects)
-    freed = np.isin(current, np.fromiter(targets, dtype=LABEL_DTYPE))
-    edits = ledger.edits(frame_index, current)
-    if objects is None:
-        freed = np.ones_like(freed)
-    new = np.where(freed & (current != 0), 0, current).astype(LABEL_DTYPE)
-    yx = np.nonzero(new != current)
-    if yx[0].size:
-        index = (np.full(len(yx[0]), frame_index),) + yx
-        with ledger.own_writes():
-            layer.data_setitem(index, 0, refresh=False)
-        _refresh(layer, frame_index, displayed)
-    cleared = targets | (set(edits.objects) if objects is None else set())
-    ledger.record(frame_index, new, edits.minus(cleared, freed), replace=True)
+    with ledger.own_writes(), layer.block_history():
+        for t in frames:
+            current = np.array(layer.data[t])
+            targets = present_objects(current) if objects is None else set(objects)
+            freed = np.ones(current.shape, bool) if objects is None else np.isin(current, _ids(targets))
+            edits = ledger.edits(t, current)
+            yx = np.nonzero(freed & (current != 0))
+            if yx[0].size:
+                layer.data_setitem((np.full(len(yx[0]), t),) + yx, 0, refresh=False)
+            cleared = targets | (set(edits.objects) if objects is None else set())
+            ledger.record(t, np.where(freed, 0, current).astype(LABEL_DTYPE), edits.minus(cleared, freed),
+                          replace=True)
+    layer.refresh()
 
 
-def describe_frames(frames: list[int], shown: int = 8) -> str:
-    """'3, 7, 9' or '3, 7, 9, ... (12 frames)' for notifications."""
-    text = ", ".join(str(f) for f in frames[:shown])
-    return text if len(frames) <= shown else f"{text}, ... ({len(frames)} frames)"
+def copy_object(source: Labels, target: Labels, object_id: int) -> list[int]:
+    """Write an object's pixels from one layer into another (one undo step there); returns its frames."""
+    frames = [t for t in range(source.data.shape[0]) if (np.asarray(source.data[t]) == object_id).any()]
+    with target.block_history():
+        for t in frames:
+            yx = np.nonzero(np.asarray(source.data[t]) == object_id)
+            target.data_setitem((np.full(len(yx[0]), t),) + yx, object_id, refresh=False)
+    target.refresh()
+    return frames
+
+
+def coverage(layer: Labels) -> dict[int, list[int]]:
+    """object id -> the frames it is on."""
+    frames: dict[int, list[int]] = {}
+    for t in range(layer.data.shape[0]):
+        for object_id in np.flatnonzero(np.bincount(np.asarray(layer.data[t]).ravel())):
+            if object_id:
+                frames.setdefault(int(object_id), []).append(t)
+    return frames
+
+
+def _ids(objects: Iterable[int]) -> np.ndarray:
+    return np.fromiter(objects, dtype=LABEL_DTYPE)
+
+
+def describe_frames(frames: list[int]) -> str:
+    """[0, 1, 2, 5, 7, 8] -> '0-2, 5, 7-8' (for notifications and the objects panel)."""
+    runs: list[list[int]] = []
+    for t in sorted(frames):
+        if runs and t == runs[-1][1] + 1:
+            runs[-1][1] = t
+        else:
+            runs.append([t, t])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)

@@ -22,8 +22,8 @@ from ..core.audio import AudioTrack
 from ..core.errors import AudioError, AuralSAM2Error, WeightsMissingError
 from ..core.session import Engine, SegmentationSession
 from ..core.video import VideoSource
+from ..core.objects import Prompts
 from .labels import Masks
-from .prompts import Prompts
 
 DEFAULT_FPS = 25.0
 AUDIO_FROM_VIDEO, AUDIO_FROM_FILE, AUDIO_NONE = "video", "file", "none"
@@ -67,7 +67,11 @@ class VideoSpec:
 
 @dataclass
 class Job:
-    """One button press: what to run, from where, with which prompts."""
+    """One run: which prompts go into a fresh session, from which frame, and which objects it writes.
+
+    kind "frame" segments the prompts on `frame` only; "track" propagates every prompted object from
+    `frame` in `direction`.
+    """
 
     kind: str
     frame: int
@@ -75,15 +79,18 @@ class Job:
     video: VideoSpec
     prompts: Prompts = field(default_factory=dict)
     direction: str = "both"
-    object_id: int = 1
+    unguided: set[int] = field(default_factory=set)  # objects the audio must not guide
+    title: str = "AuralSAM2"
 
     @property
     def objects(self) -> set[int]:
         """The objects this job segments (what its masks may write)."""
-        if self.kind == "audio":
-            return {self.object_id}
         frames = [self.frame] if self.kind == "frame" else list(self.prompts)
         return {object_id for t in frames for object_id in self.prompts.get(t, {})}
+
+    @property
+    def needs_audio(self) -> bool:
+        return any(prompt.audio_only for by_object in self.prompts.values() for prompt in by_object.values())
 
 
 @dataclass
@@ -199,38 +206,35 @@ def run_job(job: Job, cancel: threading.Event, slot: SessionSlot, stopped: threa
 
 
 def _run(job: Job, cancel: threading.Event, slot: SessionSlot) -> Iterator[Update]:
-    if job.kind == "audio" and job.video.audio_mode == AUDIO_NONE:
+    if job.needs_audio and job.video.audio_mode == AUDIO_NONE:
         raise AudioError("'Audio only' follows the sound, but Audio is set to none",
                          "set Audio to the video's own sound or pick an audio file")
     engine, loaded = CACHE.get_engine(job.engine)
     yield Update("engine", random_weights=engine.random_weights, loaded=loaded)
     if cancel.is_set():
         return
-    use_audio = job.kind == "audio" or job.video.audio_mode != AUDIO_NONE
+    use_audio = job.video.audio_mode != AUDIO_NONE
     try:
         session = slot.get(engine, job.video, use_audio)
     except AudioError as error:
-        if job.kind == "audio":
+        if job.needs_audio:
             raise
         yield Update("warning", message=f"{error} — segmenting from the clicks alone")
         session = slot.get(engine, job.video, use_audio=False)
     session.reset()
+    for object_id in job.unguided:
+        session.set_audio_guidance(object_id, False)
     if job.kind == "frame":
         masks = _add_prompts(session, {job.frame: job.prompts.get(job.frame, {})}, job.frame)
         yield Update("frame", job.frame, masks, 1, 1)
         return
-    if job.kind == "audio":
-        session.add_audio_prompt(job.frame, job.object_id)
-        direction = "both"
-    else:
-        _add_prompts(session, job.prompts, job.frame)
-        direction = job.direction
+    _add_prompts(session, job.prompts, job.frame)
     counts = [0, 0]
 
     def progress(done: int, total: int) -> None:
         counts[:] = done, total
 
-    for t, masks in session.propagate(job.frame, direction, progress=progress, cancel=cancel):
+    for t, masks in session.propagate(job.frame, job.direction, progress=progress, cancel=cancel):
         yield Update("frame", t, masks, *counts)
 
 

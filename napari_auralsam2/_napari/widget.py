@@ -19,27 +19,33 @@ from napari.layers import Image, Labels, Points, Shapes
 from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QEvent
-from qtpy.QtWidgets import QVBoxLayout, QWidget
+from qtpy.QtCore import QEvent, QTimer
+from qtpy.QtWidgets import QGroupBox, QVBoxLayout, QWidget
 
+from ..core.errors import AuralSAM2Error
+from ..core.session import Prompt
 from ..core.weights import RANDOM_WEIGHTS_BANNER
 from . import labels as labels_io
 from .audio_plot import AudioPlot, energy_envelope
 from .form import Form, set_path
 from .keys import Shortcuts
+from .objects_panel import ObjectsPanel
 from .prompts import BOXES_SUFFIX, POINTS_SUFFIX, collect_prompts, defaults, make_boxes_layer, make_points_layer
 from .reader import AUDIO_SOURCE_KEY, FPS_KEY, VIDEO_PATH_KEY, claim_video_extensions
 from .runner import (AUDIO_FROM_FILE, DEFAULT_FPS, EngineSpec, Job, SessionSlot, Update, VideoSpec, audio_and_times,
                      describe_error, run_job)
 from .settings import WidgetSettings, load_settings, save_settings
+from .work import VideoWork
 
 if TYPE_CHECKING:
     import napari
 
 LOGGER = logging.getLogger(__name__)
 RUN_TITLES = {"frame": "AuralSAM2: segmenting this frame", "propagate": "AuralSAM2: propagating",
-              "audio": "AuralSAM2: following the sound"}
+              "audio": "AuralSAM2: following the sound", "object": "AuralSAM2: re-running object {k}",
+              "correct": "AuralSAM2: propagating object {k} from its corrected mask"}
 STOP_WAIT_S = 120.0  # closing the dock waits this long for the frame in flight
+REFRESH_DELAY_MS = 300  # the objects panel follows edits after this pause (counting frames reads every frame)
 
 
 def _load_envelope(spec: VideoSpec) -> tuple:
@@ -72,17 +78,26 @@ class AuralSAM2Widget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.form = Form()
+        self.objects = ObjectsPanel()
         self.plot = AudioPlot()
+        objects = QGroupBox("Objects")
+        QVBoxLayout(objects).addWidget(self.objects)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.form)
+        layout.addWidget(objects)
         layout.addWidget(self.plot)
         layout.addStretch(1)
         self.run: Run | None = None
         self.slot = SessionSlot()  # this dock's session, never shared with another dock
-        self.outputs: dict = {}  # video layer's unique_id -> the masks layer last written for it
+        self.works: dict = {}  # video layer's unique_id -> its VideoWork
         self.closed = False
         self._named_layers: list = []  # layers whose name events we follow
+        self._hooks: list = []  # (emitter, callback) this dock connected on layers
+        self._refresh_timer = QTimer(self)
+        self._refresh_timer.setSingleShot(True)
+        self._refresh_timer.setInterval(REFRESH_DELAY_MS)
+        self._refresh_timer.timeout.connect(self.refresh_objects)
         self._plot_token = 0
         live = self._live_runs = []  # for the destroyed signal, which must not reach back into self
         self.destroyed.connect(lambda *_: [run.cancel.set() for run in live])
@@ -119,6 +134,16 @@ class AuralSAM2Widget(QWidget):
         f.cancel.clicked.connect(self.cancel)
         f.clear_object.clicked.connect(lambda: self.clear_current_frame(only_object=True))
         f.clear_frame.clicked.connect(lambda: self.clear_current_frame())
+        o = self.objects
+        o.on_select = self.select_object
+        o.on_rename = lambda k, name: setattr(self._video_work().book.get(k), "name", name)
+        o.on_audio = lambda k, on: setattr(self._video_work().book.get(k), "audio_guidance", on)
+        o.jump.clicked.connect(self.jump_to_prompt)
+        o.rerun.clicked.connect(lambda: self.start("object"))
+        o.correct.clicked.connect(lambda: self.start("correct"))
+        o.delete.clicked.connect(self.delete_object)
+        o.commit.clicked.connect(self.commit_object)
+        o.reset.clicked.connect(self.reset_objects)
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self.viewer.dims.events.current_step.connect(self._step_changed)
@@ -130,6 +155,10 @@ class AuralSAM2Widget(QWidget):
         for layer in self._named_layers:
             layer.events.name.disconnect(self._refresh_layers)
         self._named_layers.clear()
+        for emitter, callback in self._hooks:
+            emitter.disconnect(callback)
+        self._hooks.clear()
+        self._refresh_timer.stop()
         self.shortcuts.release()
 
     def event(self, event: QEvent) -> bool:
@@ -214,6 +243,27 @@ class AuralSAM2Widget(QWidget):
             if points is not None and len(points.feature_defaults):  # a reopened dock goes on where it was
                 self.form.object_id.value = int(points.feature_defaults["object_id"].iloc[0])
         self._refresh_audio()
+        self.refresh_objects()
+
+    def work(self, video: Image) -> VideoWork:
+        """The annotation of a video layer (its objects, masks and committed layers)."""
+        if video.unique_id not in self.works:
+            self.works[video.unique_id] = VideoWork(self.viewer, video)
+        return self.works[video.unique_id]
+
+    def _video_work(self) -> VideoWork | None:
+        video = self.video_layer()
+        return self.work(video) if video is not None else None
+
+    def _follow(self, emitter) -> None:
+        """Refresh the objects panel (after a pause) when the emitter fires; undone on close."""
+        if all(emitter is not seen for seen, _ in self._hooks):
+            emitter.connect(self._schedule_refresh)
+            self._hooks.append((emitter, self._schedule_refresh))
+
+    def _schedule_refresh(self, *_) -> None:
+        if not self.closed and not self.running:
+            self._refresh_timer.start()
 
     def _named(self, name: str, kind: type):
         layer = self.viewer.layers[name] if name in self.viewer.layers else None
@@ -233,19 +283,15 @@ class AuralSAM2Widget(QWidget):
         for layer in (points, boxes):
             if layer is not None:
                 self.shortcuts.bind_layer(layer)
+                self._follow(layer.events.data)
         return points, boxes
 
     def output_layer(self, video: Image) -> Labels:
-        """The masks layer a run writes to: the last one for this video (or the one named after it),
-        else a new one, added without changing which layer is active."""
-        layer = self.outputs.get(video.unique_id) or self._named(video.name + labels_io.LABELS_SUFFIX, Labels)
-        if self.form.new_layer.value or layer is None or layer not in self.viewer.layers \
-                or not labels_io.fits(layer, video):
-            active = self.viewer.layers.selection.active
-            layer = self.viewer.add_layer(labels_io.make_labels_layer(video))
-            self.viewer.layers.selection.active = active
-        self.outputs[video.unique_id] = layer
+        """The masks layer a run writes to (a new one when asked), added without changing the active layer."""
+        layer = self.work(video).masks_layer(create=True, new=self.form.new_layer.value)
         self.shortcuts.bind_layer(layer)
+        for emitter in (layer.events.set_data, layer.events.paint):  # undo/redo and the user's strokes
+            self._follow(emitter)
         return layer
 
     def current_frame(self, video: Image) -> int:
@@ -339,22 +385,39 @@ class AuralSAM2Widget(QWidget):
         run = self.run = Run(job, video)
         self._live_runs[:] = [run]
         self._set_busy(True)
-        self.form.status.setText(f"{RUN_TITLES[kind]} from frame {job.frame}…")
-        run.progress_bar = progress(total=0, desc=RUN_TITLES[kind])
+        self.form.status.setText(f"{job.title} from frame {job.frame}…")
+        run.progress_bar = progress(total=0, desc=job.title)
         run.worker = create_worker(run_job, job, run.cancel, self.slot, run.stopped, _connect={
             "yielded": lambda update: self._on_update(run, update), "finished": lambda: self._on_finished(run)})
         for note in notes:
             show_warning(f"AuralSAM2: {note}")
 
     def _prepare(self, kind: str, video: Image) -> tuple[Job, list[str]]:
-        """The job for a button press (prompts read from the layers) and warnings about ignored prompts."""
+        """The job for an action (prompts from the layers and the object book) and warnings about
+        ignored prompts. "frame" and "propagate" run every object not committed; "audio", "object" and
+        "correct" run the current object alone (after adding its audio start or mask prompt here)."""
         points, boxes = self.prompt_layers(video)
         height, width = video.data.shape[1:3]
-        prompts, notes = collect_prompts(points, boxes, width, height) if kind != "audio" else ({}, [])
+        host, notes = collect_prompts(points, boxes, width, height)
+        work = self.work(video)
+        t, k = self.current_frame(video), self.form.object_id.value
+        start, direction, objects = t, self.form.direction.value, None
+        if kind in ("audio", "object", "correct"):
+            if work.book.get(k).committed:
+                raise AuralSAM2Error(f"object {k} is committed", "pick another object (N for a new one)")
+            objects, direction = {k}, "both"
+            if kind == "audio":
+                work.book.add(Prompt(t, k))
+            elif kind == "correct":
+                work.mask_prompt(t, k)
+            frames = work.book.prompt_frames(host, k)
+            if not frames:
+                raise AuralSAM2Error(f"object {k} has no prompts", "click on it, or use 'Audio only'")
+            start = t if t in frames else frames[0]
         save_settings(self.current_settings())
-        job = Job(kind=kind, frame=self.current_frame(video), engine=self.engine_spec(),
-                  video=self.video_spec(video), prompts=prompts, direction=self.form.direction.value,
-                  object_id=self.form.object_id.value)
+        job = Job(kind="frame" if kind == "frame" else "track", frame=start, engine=self.engine_spec(),
+                  video=self.video_spec(video), prompts=work.book.session_prompts(host, objects),
+                  direction=direction, unguided=work.book.unguided(), title=RUN_TITLES[kind].format(k=k))
         return job, notes
 
     def cancel(self) -> None:
@@ -435,17 +498,84 @@ class AuralSAM2Widget(QWidget):
         elif not run.error:
             where = f" to '{writes.layer.name}'" if writes is not None else ""
             self.form.status.setText(f"done: {written} frame(s) written{where}")
+        self.refresh_objects()
         for show, message in notes:
             show(message)
 
     def clear_current_frame(self, only_object: bool = False) -> None:
         """Empty the current frame of the masks layer (of the current object only, if asked)."""
         video = self.video_layer()
-        layer = self.outputs.get(video.unique_id) if video is not None else None
-        if layer is None or layer not in self.viewer.layers or self.running:
+        layer = self.work(video).masks_layer() if video is not None else None
+        if layer is None or self.running:
             return
-        t = self.current_frame(video)
-        labels_io.clear(layer, t, {self.form.object_id.value} if only_object else None, displayed=t)
+        labels_io.clear(layer, [self.current_frame(video)], {self.form.object_id.value} if only_object else None)
+
+    # -- objects -------------------------------------------------------------------------------
+    def refresh_objects(self) -> None:
+        """Rebuild the objects panel from the prompt layers, the object book and both Labels layers."""
+        video = self.video_layer()
+        if self.closed or video is None:
+            self.objects.show_rows([], None)
+            return
+        points, boxes = self.prompt_layers(video)
+        host, _ = collect_prompts(points, boxes, *video.data.shape[2:0:-1])
+        self.objects.show_rows(self.work(video).rows(host), self.form.object_id.value)
+
+    def select_object(self, object_id: int) -> None:
+        """New clicks and boxes go to this object."""
+        self.form.object_id.value = object_id
+
+    def _acting_on(self) -> tuple[Image, int] | None:
+        video = self.video_layer()
+        if video is None or self.running:
+            return None
+        return video, self.form.object_id.value
+
+    def jump_to_prompt(self) -> None:
+        """Go to the current object's next prompt frame (round and round)."""
+        if (target := self._acting_on()) is None:
+            return
+        video, k = target
+        points, boxes = self.prompt_layers(video)
+        host, _ = collect_prompts(points, boxes, *video.data.shape[2:0:-1])
+        frames = self.work(video).book.prompt_frames(host, k)
+        if frames:
+            t = self.current_frame(video)
+            self.viewer.dims.set_current_step(0, next((f for f in frames if f > t), frames[0]))
+
+    def delete_object(self) -> None:
+        """Delete the current object everywhere: its prompts and its pixels on every frame (Ctrl-Z in the
+        masks layer brings the pixels back)."""
+        if (target := self._acting_on()) is None:
+            return
+        video, k = target
+        self.work(video).delete(k, *self.prompt_layers(video))
+        self.form.status.setText(f"object {k} deleted from every frame (Ctrl-Z in the masks layer undoes it)")
+        self.refresh_objects()
+
+    def commit_object(self) -> None:
+        """Move the current object into the committed layer; no later run writes to it."""
+        if (target := self._acting_on()) is None:
+            return
+        video, k = target
+        try:
+            frames = self.work(video).commit(k)
+        except AuralSAM2Error as error:
+            self._report_error(str(error))
+            return
+        self.form.status.setText(f"object {k} committed ({len(frames)} frame(s))")
+        self.refresh_objects()
+
+    def reset_objects(self) -> None:
+        """Forget every prompt and the session; the masks stay."""
+        if (target := self._acting_on()) is None:
+            return
+        video, _ = target
+        self.work(video).reset(*self.prompt_layers(video))
+        self.slot.close()
+        self.form.object_id.value = 1
+        self.form.status.setText("prompts and session reset; the masks stay")
+        self.refresh_objects()
 
 
 def _kept_note(writes: labels_io.RunWrites) -> str:
