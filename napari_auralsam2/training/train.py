@@ -12,12 +12,14 @@ loss divided by it) times the number of processes (under torchrun, DDP averages 
 across them): by default 4 clips in all, the official batch, on 1, 2 or 4 processes. Each process
 draws its clips from a `DistributedSampler` (shuffled per epoch), so a step sees the same clips
 whatever the split into processes, and each clip's contrastive sampling has its own seed (seed,
-epoch, clip): N processes x k clips train exactly as 1 process x N*k clips. The best fuser (by
-validation mIoU, ``iou_select``) is saved as a bare AuralFuser state_dict (`best.pth`), the layout
-the official `inference.py` and `core.model.load_checkpoint` read; `last.pt` holds what resuming
-needs (the trained fuser weights without the frozen VGGish, the optimizer, epoch, step, best,
-effective batch), with any number of processes. Metrics go to `metrics.csv` and `metrics.png`.
-Only rank 0 writes.
+epoch, clip): N processes x k clips train as 1 process x N*k clips (the same losses and weights,
+to float rounding; only the BatchNorm running statistics are rank 0's, which DDP broadcasts).
+
+The best fuser (by validation mIoU, ``iou_select``) is saved as a bare AuralFuser state_dict
+(`best.pth`), the layout the official `inference.py` and `core.model.load_checkpoint` read;
+`last.pt` holds what resuming needs (the trained fuser weights without the frozen VGGish, the
+optimizer, epoch, step, best, effective batch), with any number of processes. Metrics go to
+`metrics.csv` and `metrics.png`. Only rank 0 writes.
 """
 from __future__ import annotations
 
