@@ -31,7 +31,7 @@ from .worker import Settings, VideoWorker
 ADDRESS_ENV = "RAY_ADDRESS"
 #: a local Ray's shared-memory object store: the batch passes only small objects
 LOCAL_OBJECT_STORE_BYTES = 256 * 2**20
-POLL_SECONDS = 0.2
+POLL_SECONDS = 0.25
 #: Ray restarts a dead worker and retries the video it was on once
 ACTOR_OPTIONS = {"max_restarts": -1, "max_task_retries": 1}
 DIED = "its worker died twice (killed, or out of memory)"
