@@ -8,6 +8,7 @@ usage (one line, as everywhere in the CLI), 130 on Ctrl-C (rerun the same comman
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -66,13 +67,13 @@ def add_parser(subparsers) -> None:
     batch.set_defaults(func=run)
 
 
-def _settings(args: argparse.Namespace, out: Path) -> Settings:
+def _settings(args: argparse.Namespace, out: Path, local: bool) -> Settings:
     if args.weights == "random" and (args.checkpoint or args.sam2_checkpoint):
         raise UsageError("--checkpoint/--sam2-checkpoint need --weights auto (the default), not random")
     device = args.device
     if device is not None and device not in ("cpu", "cuda"):
         raise UsageError(f"--device {device}: batch takes cpu or cuda (each GPU worker gets a GPU of its own)")
-    if device == "cuda" and args.address is None and not torch.cuda.is_available():
+    if device == "cuda" and local and not torch.cuda.is_available():
         raise UsageError("--device cuda was asked for, but no CUDA GPU is available here; use --device cpu")
     return Settings(out=out, fmt=args.format, overlay=args.overlay, use_audio=not args.no_audio,
                     audio_frame=args.audio_frame, direction=args.direction, model=args.model,
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace, progress=None) -> int:
         raise UsageError(f"batch runs on Ray, which is not installed: {INSTALL_HINT}") from None
     started = time.perf_counter()
     out = prepare_out(args.out)
-    settings = _settings(args, out)
+    settings = _settings(args, out, local=not (args.address or os.environ.get(runner.ADDRESS_ENV)))
     jobs = collect_jobs(args.sources)
     if args.no_audio:
         silent = [job for job in jobs if not job.prompts]
