@@ -23,7 +23,7 @@ from .core.errors import AuralSAM2Error, WeightsMissingError
 from .core.export import MASKS_FOLDER, MaskStore, write_contact_sheet, write_masks, write_overlay
 from .core.model.auralsam2 import IMAGE_SIZE_MULTIPLE, SAM2_CONFIGS
 from .core.sample import make_sample_clip
-from .core.session import Prompt
+from .core.session import Progress, Prompt
 from .core.video import WRITE_CODECS
 from .core.weights import AURALSAM2_WEIGHTS, DEFAULT_RELEASE, HOME_ENV, RANDOM_WEIGHTS_BANNER
 
@@ -44,7 +44,8 @@ DEMO_SECONDS, DEMO_FPS, DEMO_SIZE, DEMO_SEED = 4.0, 8, (320, 240), 0
 #: offline fallback of `demo --weights auto`, and the model of `demo --weights random`
 DEMO_RANDOM_MODEL, DEMO_RANDOM_IMAGE_SIZE = "hiera_t", 256
 #: optional subcommands: (module with add_parser(subparsers), command to stub when its extra is missing, extra)
-OPTIONAL_COMMANDS = (("napari_auralsam2.training.cli", None, None), ("napari_auralsam2.cvat.cli", "cvat", "cvat"))
+OPTIONAL_COMMANDS = (("napari_auralsam2.training.cli", None, None), ("napari_auralsam2.cvat.cli", "cvat", "cvat"),
+                     ("napari_auralsam2.batch.cli", None, None))
 OPTIONAL_DEPS = ("cvat_sdk", "cvat_cli", "nuclio_sdk")
 
 
@@ -187,8 +188,9 @@ def announce_weights(engine, out: Path) -> str | None:
 
 
 def segment_video(engine, video, prompts: Sequence[Prompt], use_audio: bool, audio_frame: int = 0,
-                  direction: str = "both") -> tuple[MaskStore, bool]:
-    """Prompt, propagate with a progress bar, and collect the masks; returns (store, interrupted).
+                  direction: str = "both", progress: Progress | None = None) -> tuple[MaskStore, bool]:
+    """Prompt, propagate with a progress bar (or the given `progress(done, total)`), and collect the
+    masks; returns (store, interrupted).
 
     Ctrl-C stops between frames and keeps the frames done so far.
     """
@@ -196,13 +198,14 @@ def segment_video(engine, video, prompts: Sequence[Prompt], use_audio: bool, aud
     for prompt in prompts or [Prompt(audio_frame, DEFAULT_OBJECT)]:  # none: the audio alone
         session.apply(prompt)
     store = MaskStore(len(video), video.height, video.width)
-    with tqdm(desc="segmenting", unit="frame", file=sys.stderr, dynamic_ncols=True) as bar:
-        def progress(done: int, total: int) -> None:
+    quiet = progress is not None
+    with tqdm(desc="segmenting", unit="frame", file=sys.stderr, dynamic_ncols=True, disable=quiet) as bar:
+        def show(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
 
         try:
-            for frame_index, masks in session.propagate(direction=direction, progress=progress):
+            for frame_index, masks in session.propagate(direction=direction, progress=progress or show):
                 store.add(frame_index, masks)
         except KeyboardInterrupt:
             return store, True
@@ -260,17 +263,27 @@ def cmd_segment(args: argparse.Namespace) -> int:
         engine = load_engine(model=args.model, image_size=args.image_size, weights=args.weights,
                              checkpoint=args.checkpoint, sam2_checkpoint=args.sam2_checkpoint,
                              release=args.release, device=args.device)
-        banner = announce_weights(engine, out)
-        store, interrupted = segment_video(engine, video, prompts, use_audio, args.audio_frame or 0, args.direction)
-        info = {"model": args.model, "image_size": engine.image_size, "audio": use_audio,
-                "random_weights": engine.random_weights}
-        if interrupted:
-            overlay = None
-        audio = overlay_audio(video) if overlay is not None else None
-        written = write_results(store, video, out, args.format, info, overlay, None, audio, banner)
+        store, written, banner, interrupted = segment_to_folder(
+            engine, video, out, args.model, prompts, use_audio, args.audio_frame or 0, args.direction, args.format,
+            overlay)
     finally:
         video.close()
     return _report(store, written, banner, interrupted)
+
+
+def segment_to_folder(engine, video, out: Path, model: str, prompts: Sequence[Prompt], use_audio: bool,
+                      audio_frame: int = 0, direction: str = "both", fmt: str = "png", overlay: Path | None = None,
+                      progress: Progress | None = None) -> tuple[MaskStore, list[Path], str | None, bool]:
+    """What `segment` does once the video is open and the engine loaded (`batch` runs it per video):
+    segment, then write the masks (and overlay) into `out`; returns (store, written, banner, interrupted)."""
+    banner = announce_weights(engine, out)
+    store, interrupted = segment_video(engine, video, prompts, use_audio, audio_frame, direction, progress)
+    info = {"model": model, "image_size": engine.image_size, "audio": use_audio,
+            "random_weights": engine.random_weights}
+    if interrupted:
+        overlay = None
+    audio = overlay_audio(video) if overlay is not None else None
+    return store, write_results(store, video, out, fmt, info, overlay, None, audio, banner), banner, interrupted
 
 
 def demo_engine(weights: str, device: str | None):

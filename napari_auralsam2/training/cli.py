@@ -16,6 +16,7 @@ from ..core.model.auralsam2 import SAM2_CONFIGS, VARIANTS, build_auralsam2
 from ..core.model.checkpoint import load_checkpoint
 from ..core.weights import RANDOM_WEIGHTS_BANNER
 from .clips import DEFAULT_CLIP_LEN, DataOptions, open_split
+from . import distributed
 from .contrastive import MODES
 from .datasets import SUBSETS, DataError
 from .evaluate import DECODES, evaluate
@@ -81,8 +82,9 @@ def add_parser(subparsers) -> None:
     train.add_argument("--epochs", type=_positive, default=90, help="90 (v2); the paper used 140 for v1s/v1m")
     train.add_argument("--lr", type=float, default=1e-4, help="base learning rate (1e-4)")
     train.add_argument("--weight-decay", type=float, default=0.05)
-    train.add_argument("--accumulate", type=_positive, default=OFFICIAL_GPUS,
-                       help="clips per optimizer step (4 = the official 4 GPUs x 1 clip)")
+    train.add_argument("--accumulate", type=_positive,
+                       help=f"clips per process and optimizer step (default: {OFFICIAL_GPUS} / processes, "
+                            f"the official {OFFICIAL_GPUS} GPUs x 1 clip)")
     train.add_argument("--contrastive", choices=MODES, default="paper",
                        help="'paper' (default) or 'official' (the released code, bugs included)")
     train.add_argument("--contrastive-weight", type=float, default=1.0)
@@ -129,13 +131,13 @@ def run_train(args: argparse.Namespace) -> int:
         val_limit=args.val_limit, max_steps=args.max_steps, device=args.device, workers=args.workers,
         seed=args.seed, resume=args.resume, progress=args.progress, data_options=_options(args))
     trainer = Trainer(config)
-    print(f"training {sum(p.numel() for p in trainer.params) / 1e6:.1f}M fuser parameters on "
-          f"{len(trainer.train_set)} clips ({trainer.steps_per_epoch} steps/epoch), validating on "
-          f"{len(trainer.val_set)} clips; writing {Path(args.out)}")
+    trainer.log(f"training {sum(p.numel() for p in trainer.params) / 1e6:.1f}M fuser parameters on "
+                f"{len(trainer.train_set)} clips ({trainer.steps_per_epoch} steps/epoch), validating on "
+                f"{len(trainer.val_set)} clips; writing {Path(args.out)}")
     report = trainer.fit()
     if report is not None:
-        print(report.table())
-    print(f"best mIoU {trainer.best:.4f}: {Path(args.out) / BEST_NAME}")
+        trainer.log(report.table())
+    trainer.log(f"best mIoU {trainer.best:.4f}: {Path(args.out) / BEST_NAME}")
     return 0
 
 
@@ -145,13 +147,14 @@ def run_eval(args: argparse.Namespace) -> int:
     elif args.checkpoint is None:
         raise DataError("eval needs --checkpoint (a fuser or full-model file)", "or --random-weights")
     dataset = open_split(args.data, args.split, _options(args), EvalTransform(args.image_size))
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    processes, device = distributed.setup(args.device)  # under torchrun: each process evaluates a share
     model = build_auralsam2(SAM2_CONFIGS[args.model], image_size=args.image_size, variant=args.variant)
     if not args.random_weights:
         load_checkpoint(model, args.checkpoint, args.sam2_checkpoint)
     model = model.to(device).eval()
     report = evaluate(model, dataset, decode=args.decode, progress=args.progress, limit=args.limit)
-    per_video, summary = report.write(args.out)
-    print(report.table())
-    print(f"wrote {per_video} and {summary}")
+    if processes.main:
+        per_video, summary = report.write(args.out)
+        print(report.table())
+        print(f"wrote {per_video} and {summary}")
     return 0
