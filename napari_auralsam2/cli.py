@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from .core import load_engine, open_video
 from .core.errors import AuralSAM2Error, WeightsMissingError
-from .core.export import MASKS_FOLDER, MaskStore, write_contact_sheet, write_masks, write_overlay
+from .core.export import FORMATS, MASKS_FOLDER, MaskStore, write_contact_sheet, write_masks, write_overlay
 from .core.model.auralsam2 import IMAGE_SIZE_MULTIPLE, SAM2_CONFIGS
 from .core.sample import make_sample_clip
 from .core.session import Prompt
@@ -415,8 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--direction", choices=("both", "forward", "backward"), default="both",
                      help="propagate from the first prompted frame (default both ways)")
     seg.add_argument("--out", metavar="DIR", help="output folder (default: <video name>_auralsam2)")
-    seg.add_argument("--format", choices=("png", "npz", "coco-rle"), default="png",
-                     help="png: masks/NNNNNN.png object-id images; npz: masks.npz; coco-rle: masks.json")
+    seg.add_argument("--format", choices=FORMATS, default="png",
+                     help="png: masks/NNNNNN.png object-id images; npz: masks.npz; coco-rle: masks.json; "
+                          "cvat-video: annotations_cvat_video.zip (CVAT for video 1.1, polygon tracks)")
     seg.add_argument("--overlay", metavar="OUT.mp4", help="also write a preview video with the audio")
     _add_engine_options(seg)
     seg.set_defaults(func=cmd_segment)
