@@ -8,7 +8,9 @@ import cvat_sdk.models as models
 import numpy as np
 import pytest
 from cvat_sdk.masks import decode_mask
+from PIL import Image
 
+from napari_auralsam2 import cli
 from napari_auralsam2.core import frames_from_array
 from napari_auralsam2.core.errors import AuralSAM2Error
 from napari_auralsam2.core.export import CVAT_NAME, CVAT_XML, MaskStore, write_cvat_video, write_masks
@@ -136,3 +138,21 @@ def test_store_from_labels(labels):
     for t in range(T):
         np.testing.assert_array_equal(store.labels(t), labels[t])
     assert MaskStore.from_labels(labels, frames=[4]).masks(4) == {}
+
+
+def test_cli_writes_cvat_video(capsys, sample_mp4, clip_spec, tmp_path):
+    mask = np.zeros((clip_spec.height, clip_spec.width), np.uint8)
+    mask[10:40, 20:60] = 1
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    last = clip_spec.n_frames - 1
+    code = cli.main(["segment", str(sample_mp4), "--mask", f"{last - 1},1,{tmp_path / 'mask.png'}", "--no-audio",
+                     "--direction", "forward", "--format", "cvat-video", "--out", str(tmp_path / "out"),
+                     "--weights", "random", "--model", "hiera_t", "--image-size", "128"])
+    assert code == 0, capsys.readouterr().err
+    with zipfile.ZipFile(tmp_path / "out" / CVAT_NAME) as archive:
+        (tmp_path / CVAT_XML).write_bytes(archive.read(CVAT_XML))
+    read = read_cvat_xml(tmp_path / CVAT_XML, objects=["object"])
+    assert read.size == (clip_spec.height, clip_spec.width) and read.num_frames == clip_spec.n_frames
+    got, truth = read.mask(last - 1), mask.astype(bool)
+    assert (got & truth).sum() / (got | truth).sum() > 0.7  # the mask prompt's frame, as a polygon
+    assert not any(read.mask(t).any() for t in range(last - 1))
