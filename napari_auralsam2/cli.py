@@ -16,11 +16,12 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from .core import load_engine, open_video
 from .core.errors import AuralSAM2Error, WeightsMissingError
-from .core.export import MASKS_FOLDER, MaskStore, write_contact_sheet, write_masks, write_overlay
+from .core.export import FORMATS, MASKS_FOLDER, MaskStore, write_contact_sheet, write_masks, write_overlay
 from .core.model.auralsam2 import IMAGE_SIZE_MULTIPLE, SAM2_CONFIGS
 from .core.sample import make_sample_clip
 from .core.session import Progress, Prompt
@@ -64,10 +65,12 @@ EXAMPLES = """examples:
   auralsam2 segment talk.mp4 --overlay preview.mp4     # audio only: object 1 = the sounding object
   auralsam2 segment talk.mp4 --point 320,200,0 --point 100,80,0,0 --box 10,10,90,120,5,2
   auralsam2 segment clip.mp4 --no-audio --point 50,40,12 --format coco-rle --out masks/
+  auralsam2 segment talk.mp4 --mask 30,1,fixed_frame30.png   # a corrected mask of object 1 on frame 30
 
 prompts are in video pixels: --point x,y,frame[,label[,object]] (label 1 positive, 0 negative;
 object id 1 unless given) and --box x0,y0,x1,y1,frame[,object]; the points and box of one object
-on one frame form one prompt. Without prompts, object 1 starts from the audio alone on
+on one frame form one prompt. --mask frame,object,FILE.png is a mask prompt (nonzero pixels =
+the object, the PNG the video's size) and replaces clicks of that object on that frame. Without prompts, object 1 starts from the audio alone on
 --audio-frame (default 0); with prompts and audio, the clicks refine the audio-prompted decoder.
 """
 
@@ -106,8 +109,33 @@ def parse_box(text: str) -> tuple[float, float, float, float, int, int]:
     return x0, y0, x1, y1, _whole(frame, "frame", 0), _whole(rest[0], "object id", 1) if rest else DEFAULT_OBJECT
 
 
-def group_prompts(points: Sequence[tuple] = (), boxes: Sequence[tuple] = ()) -> list[Prompt]:
-    """One Prompt per (frame, object), in the order they first appear (points before boxes)."""
+def read_mask_png(path: str | Path) -> np.ndarray:
+    """A mask PNG -> bool [H, W]: nonzero colour (or palette index) = the object, alpha ignored."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            bands, array = image.getbands(), np.asarray(image)
+    except (OSError, ValueError) as err:
+        raise argparse.ArgumentTypeError(f"cannot read mask {path}: {err}") from err
+    if array.ndim == 3:
+        array = array[..., [i for i, band in enumerate(bands) if band != "A"]]
+        return (array != 0).any(axis=-1)
+    return array != 0
+
+
+def parse_mask(text: str) -> tuple[int, int, Path, np.ndarray]:
+    """'frame,object,FILE.png' -> (frame, object, path, bool mask)."""
+    parts = text.split(",", 2)
+    if len(parts) != 3 or not parts[2]:
+        raise argparse.ArgumentTypeError(f"mask {text!r} is not frame,object,FILE.png")
+    frame, obj = _numbers(",".join(parts[:2]), "mask frame,object", (2,))
+    path = Path(parts[2])
+    return _whole(frame, "frame", 0), _whole(obj, "object id", 1), path, read_mask_png(path)
+
+
+def group_prompts(points: Sequence[tuple] = (), boxes: Sequence[tuple] = (),
+                  masks: Sequence[tuple] = ()) -> list[Prompt]:
+    """One Prompt per (frame, object), in the order they first appear (points, boxes, then masks)."""
     prompts: dict[tuple[int, int], Prompt] = {}
     for x, y, frame, label, obj in points:
         prompt = prompts.setdefault((frame, obj), Prompt(frame, obj))
@@ -118,7 +146,20 @@ def group_prompts(points: Sequence[tuple] = (), boxes: Sequence[tuple] = ()) -> 
         if prompt.box is not None:
             raise UsageError(f"object {obj} has two boxes on frame {frame}; give one box per object and frame")
         prompt.box = (x0, y0, x1, y1)
+    for frame, obj, path, mask in masks:
+        if (frame, obj) in prompts:
+            raise UsageError(f"object {obj} on frame {frame} has clicks/a box or another mask as well as {path}; "
+                             "give one mask, or clicks/a box")
+        prompts[(frame, obj)] = Prompt(frame, obj, mask=mask)
     return list(prompts.values())
+
+
+def check_mask_sizes(masks: Sequence[tuple], video) -> None:
+    """Every --mask PNG must have the video's size (masks are in video pixels)."""
+    for _, _, path, mask in masks:
+        if mask.shape != (video.height, video.width):
+            raise UsageError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]}, the video is "
+                             f"{video.width}x{video.height}: draw it on a frame of this video")
 
 
 def parse_image_size(text: str) -> int:
@@ -247,18 +288,19 @@ def _report(store, written: list[Path], banner: str | None, interrupted: bool) -
 
 # -- commands -----------------------------------------------------------------------------------
 def cmd_segment(args: argparse.Namespace) -> int:
-    prompts = group_prompts(args.point or (), args.box or ())
+    prompts = group_prompts(args.point or (), args.box or (), args.mask or ())
     use_audio = not args.no_audio
     if not prompts and not use_audio:
-        raise UsageError("with --no-audio, give at least one --point or --box")
+        raise UsageError("with --no-audio, give at least one --point, --box or --mask")
     if prompts and args.audio_frame is not None:
-        raise UsageError("--audio-frame is for audio-only runs; with --point/--box the prompted frames are used")
+        raise UsageError("--audio-frame is for audio-only runs; with --point/--box/--mask the prompted frames are used")
     if args.weights == "random" and (args.checkpoint or args.sam2_checkpoint):
         raise UsageError("--checkpoint/--sam2-checkpoint need --weights auto (the default), not random")
     _check_device(args.device)
     overlay = check_overlay(args.overlay, args.video)
     video = open_video(args.video, audio=args.audio)
     try:
+        check_mask_sizes(args.mask or (), video)
         out = prepare_out(args.out or f"{Path(args.video).stem}_auralsam2")
         engine = load_engine(model=args.model, image_size=args.image_size, weights=args.weights,
                              checkpoint=args.checkpoint, sam2_checkpoint=args.sam2_checkpoint,
@@ -379,13 +421,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a click (label 1 positive, 0 negative; object id default 1); repeatable")
     seg.add_argument("--box", action="append", type=parse_box, metavar="x0,y0,x1,y1,frame[,obj]",
                      help="a box around an object; repeatable (one per object and frame)")
+    seg.add_argument("--mask", action="append", type=parse_mask, metavar="frame,obj,FILE.png",
+                     help="a mask prompt: nonzero pixels of the PNG (video size) are the object; repeatable")
     seg.add_argument("--audio-frame", type=lambda t: _whole(_numbers(t, "frame", (1,))[0], "frame", 0),
                      metavar="N", help="without prompts: the frame the audio-only object starts on (default 0)")
     seg.add_argument("--direction", choices=("both", "forward", "backward"), default="both",
                      help="propagate from the first prompted frame (default both ways)")
     seg.add_argument("--out", metavar="DIR", help="output folder (default: <video name>_auralsam2)")
-    seg.add_argument("--format", choices=("png", "npz", "coco-rle"), default="png",
-                     help="png: masks/NNNNNN.png object-id images; npz: masks.npz; coco-rle: masks.json")
+    seg.add_argument("--format", choices=FORMATS, default="png",
+                     help="png: masks/NNNNNN.png object-id images; npz: masks.npz; coco-rle: masks.json; "
+                          "cvat-video: annotations_cvat_video.zip (CVAT for video 1.1, polygon tracks)")
     seg.add_argument("--overlay", metavar="OUT.mp4", help="also write a preview video with the audio")
     _add_engine_options(seg)
     seg.set_defaults(func=cmd_segment)

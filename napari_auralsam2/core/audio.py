@@ -45,6 +45,7 @@ EXAMPLE_FRAMES = 96
 EXAMPLE_SECONDS = EXAMPLE_FRAMES * HOP_SAMPLES / SAMPLE_RATE  # 0.96
 EXAMPLE_SPAN_SAMPLES = (EXAMPLE_FRAMES - 1) * HOP_SAMPLES + WINDOW_SAMPLES  # 15600
 LOG_MEL_FRAME_RATE = SAMPLE_RATE / HOP_SAMPLES  # 100 frames per second
+CENTRED_PAD_SAMPLES = EXAMPLE_SPAN_SAMPLES // 2  # silence before the track: frame time 0 sits mid-example
 CHANNELS = 2
 STFT_CHUNK_FRAMES = 4096  # bounds the temporary STFT memory
 SILENCE_THRESHOLD = 1e-4  # peak amplitude (-80 dBFS)
@@ -125,10 +126,10 @@ class FrameExamples:
             raise AudioError("frame times must be finite numbers of seconds")
         samples, rate = track.samples, track.sample_rate
         if rule == "centred":
-            starts = np.floor(np.maximum(times, 0.0) * LOG_MEL_FRAME_RATE + 0.5).astype(np.int64)
+            starts = _centred_starts(times)
             last = int(starts.max()) if starts.size else 0
             needed = (last + EXAMPLE_FRAMES - 1) * HOP_SAMPLES + WINDOW_SAMPLES
-            self._log_mel = _track_log_mel(samples, rate, EXAMPLE_SPAN_SAMPLES // 2, needed)
+            self._log_mel = _track_log_mel(samples, rate, CENTRED_PAD_SAMPLES, needed)
         else:
             self._log_mel = _track_log_mel(samples, rate, 0, EXAMPLE_SPAN_SAMPLES)
             count = _whole_examples(self._log_mel.shape[1])
@@ -151,6 +152,19 @@ class FrameExamples:
         for row, start in enumerate(starts):  # contiguous slice copies beat a strided gather
             out[row] = self._log_mel[:, start : start + EXAMPLE_FRAMES]
         return out
+
+
+def _centred_starts(times: np.ndarray) -> np.ndarray:
+    """The "centred" rule: first log-mel frame of each frame's example (log-mel of the padded track)."""
+    return np.floor(np.maximum(times, 0.0) * LOG_MEL_FRAME_RATE + 0.5).astype(np.int64)
+
+
+def centred_spans(frame_times: Sequence[float]) -> np.ndarray:
+    """float64 ``[T, 2]``: start and end (seconds, the frames' clock) of the audio that the "centred"
+    rule turns into each frame's example: 96 hops plus one window (0.975 s), silence outside the track."""
+    times = np.asarray(frame_times, dtype=np.float64).reshape(-1)
+    start = (_centred_starts(times) * HOP_SAMPLES - CENTRED_PAD_SAMPLES) / SAMPLE_RATE
+    return np.stack([start, start + EXAMPLE_SPAN_SAMPLES / SAMPLE_RATE], axis=1)
 
 
 @functools.lru_cache(maxsize=1)

@@ -23,6 +23,7 @@ from typing import Callable, Iterable, Iterator
 
 import av
 import numpy as np
+from PIL import Image
 
 from .audio import AudioTrack
 from .errors import AudioError, NoAudioError, VideoError
@@ -41,6 +42,8 @@ WRITE_CODECS: dict[str, tuple[str, dict[str, str], str, int | None]] = {
     ".avi": ("mpeg4", {"qscale": "3"}, "pcm_s16le", None),
 }
 AUDIO_LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}
+FINGERPRINT_SIDE = 8
+FINGERPRINT_DIMS = FINGERPRINT_SIDE * FINGERPRINT_SIDE * RGB
 
 
 class VideoSource(abc.ABC):
@@ -332,6 +335,16 @@ def write_video(
     finally:
         container.close()
     return path
+
+
+def fingerprint(image: np.ndarray | Image.Image) -> np.ndarray:
+    """uint8 ``[192]``: the image's 8x8 RGB block means (area-averaged, any input size).
+
+    Tiny and stable under re-encoding: tells which video (and frame) an image or a saved file belongs to.
+    """
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(np.ascontiguousarray(image))
+    small = picture.convert("RGB").resize((FINGERPRINT_SIDE, FINGERPRINT_SIDE), Image.Resampling.BOX)
+    return np.asarray(small, dtype=np.uint8).reshape(FINGERPRINT_DIMS)
 
 
 def to_rgb_uint8(frame: np.ndarray) -> np.ndarray:

@@ -34,10 +34,8 @@ import numpy as np
 from PIL import Image
 
 from ..core.errors import AuralSAM2Error, VideoError
-from ..core.video import open_video
+from ..core.video import FINGERPRINT_DIMS as DIMS, fingerprint, open_video
 
-SIDE = 8
-DIMS = SIDE * SIDE * 3
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
 #: mean |difference| (grey levels) under which an image counts as a frame; JPEG q75 stays under ~3
 DEFAULT_TOLERANCE = 8.0
@@ -61,13 +59,6 @@ class FrameNotFoundError(AuralSAM2Error):
 
 class AmbiguousFrameError(AuralSAM2Error):
     """The image matches frames of several videos equally well."""
-
-
-def fingerprint(image: np.ndarray | Image.Image) -> np.ndarray:
-    """uint8 ``[192]``: the image's 8x8 RGB block means (area-averaged, any input size)."""
-    picture = image if isinstance(image, Image.Image) else Image.fromarray(np.ascontiguousarray(image))
-    small = picture.convert("RGB").resize((SIDE, SIDE), Image.Resampling.BOX)
-    return np.asarray(small, dtype=np.uint8).reshape(DIMS)
 
 
 @dataclass(frozen=True)
