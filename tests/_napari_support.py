@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -43,11 +44,27 @@ def notes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
 
 
 @pytest.fixture
-def docked(make_napari_viewer, qtbot, sample_mp4: Path, engine: Engine, notes: list[str]):
-    """A shown viewer with the clip opened by our reader and the widget docked from the manifest."""
+def answers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The widget's yes/no questions are answered "no" (no modal dialog in a test) and recorded."""
+    from napari_auralsam2._napari.widget import AuralSAM2Widget
+
+    asked: list[str] = []
+    monkeypatch.setattr(AuralSAM2Widget, "ask", staticmethod(lambda _parent, question: asked.append(question)))
+    return asked
+
+
+@pytest.fixture
+def docked(make_napari_viewer, qtbot, sample_mp4: Path, tmp_path: Path, engine: Engine, notes: list[str],
+           answers: list[str]):
+    """A shown viewer with (a copy of) the clip opened by our reader and the widget docked from the manifest.
+
+    The copy is the test's own, so what the widget saves beside it stays with the test.
+    """
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(*WINDOW_SIZE)
-    (video,) = viewer.open(str(sample_mp4), plugin=PLUGIN)
+    clip = tmp_path / sample_mp4.name
+    shutil.copyfile(sample_mp4, clip)
+    (video,) = viewer.open(str(clip), plugin=PLUGIN)
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "AuralSAM2")
     f = widget.form
     f.model.value = ENGINE.model

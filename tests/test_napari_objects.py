@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._napari_support import FRAME, docked, engine, notes, reference, run  # noqa: F401
+from ._napari_support import FRAME, answers, docked, engine, notes, reference, run  # noqa: F401
 from napari_auralsam2._napari.labels import LABELS_SUFFIX
 from napari_auralsam2._napari.objects_panel import COMMITTED, FRAMES, NAME
 from napari_auralsam2._napari.work import COMMITTED_SUFFIX

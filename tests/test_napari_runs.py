@@ -10,7 +10,7 @@ import pytest
 import torch
 from qtpy.QtCore import Qt
 
-from ._napari_support import (ENGINE, FRAME, PLUGIN, RUN_TIMEOUT_MS, docked, engine, notes, press,  # noqa: F401
+from ._napari_support import (ENGINE, FRAME, PLUGIN, RUN_TIMEOUT_MS, answers, docked, engine, notes, press,  # noqa: F401
                              reference, run, save_screenshot)
 from napari_auralsam2._napari import runner
 from napari_auralsam2._napari.labels import LABELS_SUFFIX
@@ -276,7 +276,7 @@ def test_runs_leave_the_selection_alone_and_the_keys_work_on_any_layer(qtbot, do
         qtbot.waitUntil(lambda: not widget.running, timeout=FAILURE_TIMEOUT_MS)
         assert f.status.text().startswith("cancelled"), layer.name
     press(qtbot, viewer, "a")
-    assert widget.running and widget.run.job.kind == "audio"
+    assert widget.running and widget.run.job.needs_audio
     widget.cancel()
     qtbot.waitUntil(lambda: not widget.running, timeout=FAILURE_TIMEOUT_MS)
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from ._napari_support import (ENGINE, FRAME, PLUGIN, RUN_TIMEOUT_MS, docked, engine, notes, press, reference, run,  # noqa: F401
+from ._napari_support import (ENGINE, FRAME, PLUGIN, RUN_TIMEOUT_MS, answers, docked, engine, notes, press, reference, run,  # noqa: F401
                              save_screenshot)
 from napari_auralsam2._napari import runner
 from napari_auralsam2._napari.labels import masks_to_labels

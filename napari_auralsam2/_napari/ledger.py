@@ -10,6 +10,7 @@ edit, and an erase is an edit like any other.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import weakref
@@ -115,6 +116,19 @@ class EditLedger:
             edits = old.plus(edits.pixels(frame.shape), set(edits.objects)) if old != edits else old
         states[key] = edits
 
+    # -- saved with the work ---------------------------------------------------------------
+    def to_json(self) -> dict:
+        """The recorded states as JSON (for the sidecar): frame -> content hash -> [objects, pixels]."""
+        return {str(t): {key.hex(): [sorted(e.objects), _b64(e.packed_pixels)] for key, e in states.items()}
+                for t, states in self.states.items()}
+
+    def load_json(self, data: dict) -> None:
+        """Take over states saved by `to_json` (the layer holds the saved masks again)."""
+        self.states = {int(t): {bytes.fromhex(key): FrameEdits(frozenset(objects),
+                                                               None if pixels is None else base64.b64decode(pixels))
+                                for key, (objects, pixels) in states.items()}
+                       for t, states in data.items()}
+
     # -- the user's strokes --------------------------------------------------------------
     def _on_paint(self, event) -> None:
         if self._own:
@@ -136,6 +150,10 @@ class EditLedger:
             if changed.any():
                 touched = present_objects(before[t][changed]) | present_objects(after[t][changed])
                 self.record(t, after[t], self.edits(t, before[t]).plus(changed, touched))
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode("ascii")
 
 
 def _frames_of(item: list) -> list[int]:

@@ -27,6 +27,8 @@ class VideoWork:
         self.video = video
         self.book = ObjectBook()
         self.masks: Labels | None = None
+        self.autosave = False  # the sidecar may be replaced: this dock saved or restored it
+        self.offered = False  # restoring saved work was offered
 
     def _named(self, suffix: str) -> Labels | None:
         name = self.video.name + suffix
