@@ -2,14 +2,19 @@
 
 Every host-facing step is a core call (`load_engine`, `open_video`, the session, `core.export`);
 this module only parses arguments and reports. Bad input ends with one ``auralsam2: error: ...``
-line and exit code 2 (130 on Ctrl-C, after writing the masks of the frames done); ``--debug``
+line and exit code 2, and everything that can be checked without the model (paths, outputs that
+would overwrite inputs, a read-only output folder, prompts against the video, the audio) is
+checked before it loads. Ctrl-C exits with 130, after writing the masks of the frames done (beside
+an earlier run's, never over them); an unexpected error is one line too, exit code 1. ``--debug``
 shows the traceback instead. Other parts of the package add subcommands (see OPTIONAL_COMMANDS).
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
+import threading
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Sequence
@@ -20,32 +25,43 @@ from tqdm import tqdm
 
 from .core import load_engine, open_video
 from .core.errors import AuralSAM2Error, WeightsMissingError
-from .core.export import MASKS_FOLDER, MaskStore, write_contact_sheet, write_masks, write_overlay
+from .core.export import (MASKS_FOLDER, MAX_PNG_ID, MaskStore, TARGETS, masks_target, write_contact_sheet,
+                          write_masks, write_overlay)
+from .core.files import INTERRUPTED_SUFFIX, PARTIAL_PREFIX, check_outputs, check_writable
 from .core.model.auralsam2 import IMAGE_SIZE_MULTIPLE, SAM2_CONFIGS
 from .core.sample import make_sample_clip
 from .core.session import Prompt
-from .core.video import WRITE_CODECS
+from .core.video import WRITE_CODECS, truncation_note
 from .core.weights import AURALSAM2_WEIGHTS, DEFAULT_RELEASE, HOME_ENV, RANDOM_WEIGHTS_BANNER
 
 PROG = "auralsam2"
+EXIT_BUG = 1
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 DEBUG_FLAG = "--debug"
 DEFAULT_MODEL = "hiera_l"
 DEFAULT_IMAGE_SIZE = 1024
 MIN_IMAGE_SIZE = 64
+MAX_IMAGE_SIZE = 4096  # 16x SAM2's 1024 in pixels; larger needs more memory than any GPU has
 DEFAULT_OBJECT = 1
+MAX_OBJECTS = 256  # objects of one run (each is tracked separately)
+MAX_OBJECT_ID = 2**32 - 1  # what masks.npz's uint32 labels hold
 WARNING_FILE = "WARNING.txt"
 OVERLAY_NAME = "overlay.mp4"
 CONTACT_SHEET_NAME = "contact_sheet.png"
 DEMO_CLIP_NAME = "sample.mp4"
 DEMO_OUTPUTS = {DEMO_CLIP_NAME, OVERLAY_NAME, CONTACT_SHEET_NAME, MASKS_FOLDER, WARNING_FILE}
+DEMO_LEFTOVERS = (MASKS_FOLDER + INTERRUPTED_SUFFIX, PARTIAL_PREFIX)  # of an interrupted or killed demo
 DEMO_SECONDS, DEMO_FPS, DEMO_SIZE, DEMO_SEED = 4.0, 8, (320, 240), 0
 #: offline fallback of `demo --weights auto`, and the model of `demo --weights random`
 DEMO_RANDOM_MODEL, DEMO_RANDOM_IMAGE_SIZE = "hiera_t", 256
 #: optional subcommands: (module with add_parser(subparsers), command to stub when its extra is missing, extra)
 OPTIONAL_COMMANDS = (("napari_auralsam2.training.cli", None, None), ("napari_auralsam2.cvat.cli", "cvat", "cvat"))
 OPTIONAL_DEPS = ("cvat_sdk", "cvat_cli", "nuclio_sdk")
+#: a value argparse would take for an option because it starts with '-': a negative number (list)
+NEGATIVE_VALUE = re.compile(r"^-(\d|\.\d)[\d.,:eE+-]*$")
+#: how torch re-raises an error of a DataLoader worker: the worker's whole traceback in the message
+WORKER_ERROR = re.compile(r"Caught (\w+) (in [^.]+)\.\s+Original Traceback \(most recent call last\):(.*)", re.S)
 
 
 class UsageError(Exception):
@@ -83,9 +99,10 @@ def _numbers(text: str, what: str, lengths: tuple[int, ...]) -> list[float]:
     return values
 
 
-def _whole(value: float, what: str, minimum: int) -> int:
-    if value != int(value) or value < minimum:
-        raise argparse.ArgumentTypeError(f"{what} must be a whole number >= {minimum}, got {value:g}")
+def _whole(value: float, what: str, minimum: int, maximum: int | None = None) -> int:
+    if value != int(value) or value < minimum or (maximum is not None and value > maximum):
+        bounds = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        raise argparse.ArgumentTypeError(f"{what} must be a whole number {bounds}, got {value:g}")
     return int(value)
 
 
@@ -95,14 +112,15 @@ def parse_point(text: str) -> tuple[float, float, int, int, int]:
     label = _whole(rest[0], "point label", 0) if rest else 1
     if label not in (0, 1):
         raise argparse.ArgumentTypeError(f"point label must be 1 (positive) or 0 (negative), got {label}")
-    obj = _whole(rest[1], "object id", 1) if len(rest) > 1 else DEFAULT_OBJECT
+    obj = _whole(rest[1], "object id", 1, MAX_OBJECT_ID) if len(rest) > 1 else DEFAULT_OBJECT
     return x, y, _whole(frame, "frame", 0), label, obj
 
 
 def parse_box(text: str) -> tuple[float, float, float, float, int, int]:
     """'x0,y0,x1,y1,frame[,object]' -> (x0, y0, x1, y1, frame, object)."""
     x0, y0, x1, y1, frame, *rest = _numbers(text, "box", (5, 6))
-    return x0, y0, x1, y1, _whole(frame, "frame", 0), _whole(rest[0], "object id", 1) if rest else DEFAULT_OBJECT
+    obj = _whole(rest[0], "object id", 1, MAX_OBJECT_ID) if rest else DEFAULT_OBJECT
+    return x0, y0, x1, y1, _whole(frame, "frame", 0), obj
 
 
 def group_prompts(points: Sequence[tuple] = (), boxes: Sequence[tuple] = ()) -> list[Prompt]:
@@ -117,7 +135,37 @@ def group_prompts(points: Sequence[tuple] = (), boxes: Sequence[tuple] = ()) -> 
         if prompt.box is not None:
             raise UsageError(f"object {obj} has two boxes on frame {frame}; give one box per object and frame")
         prompt.box = (x0, y0, x1, y1)
+    objects = {obj for _, obj in prompts}
+    if len(objects) > MAX_OBJECTS:
+        raise UsageError(f"{len(objects)} objects in one run is more than {MAX_OBJECTS}; split them over several runs")
     return list(prompts.values())
+
+
+def check_prompts_fit(prompts: Sequence[Prompt], video) -> None:
+    """The session's frame and pixel checks, made before the model loads (same messages)."""
+    last = len(video) - 1
+    for prompt in prompts:
+        if prompt.frame > last:
+            raise UsageError(f"frame {prompt.frame} is outside the video (0..{last})")
+        corners = [("point", xy) for xy in prompt.points]
+        if prompt.box is not None:
+            corners += [("box corner", prompt.box[:2]), ("box corner", prompt.box[2:])]
+            if prompt.box[2] <= prompt.box[0] or prompt.box[3] <= prompt.box[1]:
+                raise UsageError(f"box {prompt.box} is empty: give x0 < x1 and y0 < y1")
+        for what, (x, y) in corners:
+            if not (0 <= x <= video.width and 0 <= y <= video.height):
+                raise UsageError(f"{what} ({x:g}, {y:g}) is outside the {video.width}x{video.height} frame")
+
+
+def check_audio(video) -> None:
+    """The audio can guide segmentation: there is a track (decoded now, refused if NaN/inf) with sound."""
+    name = video.path.name if video.path else "the video"
+    if video.audio is None:
+        raise UsageError(f"{name} has no audio track; give an audio file (--audio FILE) "
+                         "or run without audio (--no-audio)")
+    if video.audio.is_silent():
+        raise UsageError("the audio track is silent, so it cannot guide segmentation; "
+                         "give another audio file (--audio FILE) or run without audio (--no-audio)")
 
 
 def parse_image_size(text: str) -> int:
@@ -125,9 +173,9 @@ def parse_image_size(text: str) -> int:
         size = int(text)
     except ValueError:
         size = 0
-    if size < MIN_IMAGE_SIZE or size % IMAGE_SIZE_MULTIPLE:
+    if not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE or size % IMAGE_SIZE_MULTIPLE:
         raise argparse.ArgumentTypeError(f"image size must be a multiple of {IMAGE_SIZE_MULTIPLE} "
-                                         f"and at least {MIN_IMAGE_SIZE}, got {text!r}")
+                                         f"from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}, got {text!r}")
     return size
 
 
@@ -147,43 +195,51 @@ def _check_device(device: str | None) -> None:
         raise UsageError("--device cuda was asked for, but no CUDA GPU is available here; use --device cpu")
 
 
-def prepare_out(folder: str | Path) -> Path:
-    """Create the output folder now, so a bad path fails before any model is loaded."""
+def prepare_out(folder: str | Path, *inner: str) -> Path:
+    """Create the output folder now and prove it (and its existing ``inner`` folders) writable, so a
+    bad or read-only path fails before any model is loaded."""
     folder = Path(folder).expanduser()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UsageError(f"cannot create output folder {folder}: {err.strerror or err}") from None
+    for path in (folder, *(folder / name for name in inner if (folder / name).is_dir())):
+        check_writable(path)
     return folder
 
 
-def check_overlay(overlay: str | None, video: str | None) -> Path | None:
+def check_overlay(overlay: str | None) -> Path | None:
     if overlay is None:
         return None
     path = Path(overlay).expanduser()
     if path.suffix.lower() not in WRITE_CODECS:
         raise UsageError(f"--overlay {overlay}: use a file ending in one of {', '.join(WRITE_CODECS)}")
-    if video is not None and path.resolve() == Path(video).expanduser().resolve():
-        raise UsageError("--overlay would overwrite the input video; give another file name")
-    prepare_out(path.parent)
+    if path.is_dir():
+        raise UsageError(f"--overlay {overlay} is a folder; give a file name such as {path / OVERLAY_NAME}")
     return path
 
 
-def announce_weights(engine, out: Path) -> str | None:
-    """Say loudly (stderr and WARNING.txt in the output folder) when the weights are random;
-    with real weights, remove the WARNING.txt an earlier random run left there."""
-    warning = out / WARNING_FILE
+def announce_weights(engine) -> str | None:
+    """Say loudly on stderr when the weights are random; returns the banner (None with real weights)."""
     if not engine.random_weights:
-        if warning.is_file() and warning.read_text().startswith(RANDOM_WEIGHTS_BANNER):
-            warning.unlink()
         return None
     rule = "*" * len(RANDOM_WEIGHTS_BANNER)
     print(f"{rule}\n{RANDOM_WEIGHTS_BANNER}\n{rule}", file=sys.stderr, flush=True)
+    return RANDOM_WEIGHTS_BANNER
+
+
+def record_weights(out: Path, banner: str | None) -> None:
+    """With random weights, leave WARNING.txt beside the results; with real ones, remove the one an
+    earlier random run left (called once the results are in place)."""
+    warning = out / WARNING_FILE
+    if banner is None:
+        if warning.is_file() and warning.read_text().startswith(RANDOM_WEIGHTS_BANNER):
+            warning.unlink()
+        return
     warning.write_text(
         f"{RANDOM_WEIGHTS_BANNER}\n\nThese results come from randomly initialised weights. For real masks, put the\n"
         f"released weights into ${HOME_ENV} (default ~/.cache/auralsam2) or pass --checkpoint/--sam2-checkpoint;\n"
         "see README.md, section 'Weights'.\n")
-    return RANDOM_WEIGHTS_BANNER
 
 
 def segment_video(engine, video, prompts: Sequence[Prompt], use_audio: bool, audio_frame: int = 0,
@@ -219,9 +275,17 @@ def overlay_audio(video):
 
 
 def write_results(store, video, out: Path, fmt: str, info: dict, overlay: Path | None = None,
-                  contact_sheet: Path | None = None, audio=None, banner: str | None = None) -> list[Path]:
-    """Masks in `fmt` (always), then the optional overlay video and contact sheet."""
-    written = [write_masks(store, out, fmt, video, info)]
+                  contact_sheet: Path | None = None, audio=None, banner: str | None = None,
+                  interrupted: bool = False) -> list[Path]:
+    """Masks in `fmt` (always), then the optional overlay video and contact sheet.
+
+    An interrupted run's masks go beside an earlier run's (see `core.export.masks_target`).
+    """
+    written = [write_masks(store, out, fmt, video, info, interrupted)]
+    if written[0] == out / TARGETS[fmt]:
+        record_weights(out, banner)
+    else:
+        _say(f"note: kept the earlier results in {out / TARGETS[fmt]}; this interrupted run's are in {written[0]}")
     if overlay is not None:
         written.append(write_overlay(overlay, video, store, audio, banner))
     if contact_sheet is not None:
@@ -252,22 +316,37 @@ def cmd_segment(args: argparse.Namespace) -> int:
         raise UsageError("--audio-frame is for audio-only runs; with --point/--box the prompted frames are used")
     if args.weights == "random" and (args.checkpoint or args.sam2_checkpoint):
         raise UsageError("--checkpoint/--sam2-checkpoint need --weights auto (the default), not random")
+    top = max((p.object_id for p in prompts), default=DEFAULT_OBJECT)
+    if args.format == "png" and top > MAX_PNG_ID:
+        raise UsageError(f"object id {top} does not fit a 16-bit PNG; use --format npz or coco-rle")
     _check_device(args.device)
-    overlay = check_overlay(args.overlay, args.video)
+    overlay = check_overlay(args.overlay)
+    out = Path(args.out or f"{Path(args.video).stem}_auralsam2").expanduser()
+    check_outputs({"--overlay": overlay, "the masks": out / TARGETS[args.format], WARNING_FILE: out / WARNING_FILE},
+                  {"the input video": args.video, "--audio": args.audio, "--checkpoint": args.checkpoint,
+                   "--sam2-checkpoint": args.sam2_checkpoint})
+    prepare_out(out, MASKS_FOLDER)
+    if overlay is not None:
+        prepare_out(overlay.parent)
     video = open_video(args.video, audio=args.audio)
     try:
-        out = prepare_out(args.out or f"{Path(args.video).stem}_auralsam2")
+        note = truncation_note(video)
+        if note:
+            _say(f"note: {note}")
+        check_prompts_fit(prompts or [Prompt(args.audio_frame or 0, DEFAULT_OBJECT)], video)
+        if use_audio:
+            check_audio(video)
         engine = load_engine(model=args.model, image_size=args.image_size, weights=args.weights,
                              checkpoint=args.checkpoint, sam2_checkpoint=args.sam2_checkpoint,
                              release=args.release, device=args.device)
-        banner = announce_weights(engine, out)
+        banner = announce_weights(engine)
         store, interrupted = segment_video(engine, video, prompts, use_audio, args.audio_frame or 0, args.direction)
         info = {"model": args.model, "image_size": engine.image_size, "audio": use_audio,
                 "random_weights": engine.random_weights}
         if interrupted:
             overlay = None
         audio = overlay_audio(video) if overlay is not None else None
-        written = write_results(store, video, out, args.format, info, overlay, None, audio, banner)
+        written = write_results(store, video, out, args.format, info, overlay, None, audio, banner, interrupted)
     finally:
         video.close()
     return _report(store, written, banner, interrupted)
@@ -303,18 +382,19 @@ def demo_folder(folder: str | Path) -> Path:
     """The demo's output folder: new, empty, or an earlier demo's (never someone's other files)."""
     folder = Path(folder).expanduser()
     if folder.is_dir():
-        foreign = sorted(p.name for p in folder.iterdir() if p.name not in DEMO_OUTPUTS)
+        foreign = sorted(p.name for p in folder.iterdir()
+                         if p.name not in DEMO_OUTPUTS and not p.name.startswith(DEMO_LEFTOVERS))
         if foreign:
             raise UsageError(f"{folder} holds files the demo did not write ({', '.join(foreign[:3])}); "
                              "give a new or empty --out folder")
-    return prepare_out(folder)
+    return prepare_out(folder, MASKS_FOLDER)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     _check_device(args.device)
     out = demo_folder(args.out)
     engine = demo_engine(args.weights, args.device)
-    banner = announce_weights(engine, out)
+    banner = announce_weights(engine)
     info = make_sample_clip(out / DEMO_CLIP_NAME, DEMO_SECONDS, DEMO_FPS, DEMO_SIZE, DEMO_SEED)
     _say(f"sample clip: {info.path} ({info.n_frames} frames, {info.size[0]}x{info.size[1]}, a disc and a square "
          "taking turns to sound); segmenting the sounding object from the audio alone")
@@ -324,7 +404,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         meta = {"model": DEFAULT_MODEL if not engine.random_weights else DEMO_RANDOM_MODEL,
                 "image_size": engine.image_size, "audio": True, "random_weights": engine.random_weights}
         extras = (None, None) if interrupted else (out / OVERLAY_NAME, out / CONTACT_SHEET_NAME)
-        written = write_results(store, video, out, "png", meta, *extras, video.audio, banner)
+        written = write_results(store, video, out, "png", meta, *extras, video.audio, banner, interrupted)
     finally:
         video.close()
     note = " (meaningless with random weights)" if banner else ""
@@ -419,18 +499,42 @@ def _add_optional_commands(subparsers) -> None:
 
 
 def _one_line(error: BaseException) -> str:
+    """The error as one line; an error re-raised from a data-loading worker keeps only its own message."""
     if isinstance(error, OSError) and error.filename is not None:
         text = f"{error.strerror or error}: {error.filename}"
     else:
         text = str(error) or type(error).__name__
+    worker = WORKER_ERROR.search(text)
+    if worker:
+        name, where, trace = worker.groups()
+        text = f"{trace.rsplit(name + ': ', 1)[-1].strip()} ({where})"
     return " ".join(text.split())
+
+
+def attach_negative_values(argv: Sequence[str]) -> list[str]:
+    """``--point -5,10,0`` -> ``--point=-5,10,0``: argparse would take the value for an option."""
+    out: list[str] = []
+    for token in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and NEGATIVE_VALUE.match(token):
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
+def _thread_error(hook: threading.ExceptHookArgs) -> None:
+    if hook.exc_type is not SystemExit:
+        _say(f"error in a background thread: {_one_line(hook.exc_value)} (run with --debug for the traceback)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = DEBUG_FLAG in argv
-    argv = [a for a in argv if a != DEBUG_FLAG]
+    argv = attach_negative_values([a for a in argv if a != DEBUG_FLAG])
+    thread_hook = threading.excepthook
+    if not debug:
+        threading.excepthook = _thread_error
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -447,12 +551,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         _say(f"error: {_one_line(err)}")
+        for detail in getattr(err, "details", ()):
+            _say(f"  {detail}")
         return EXIT_ERROR
-    except torch.OutOfMemoryError:
+    except (torch.OutOfMemoryError, MemoryError) as err:
         if debug:
             raise
-        _say("error: the GPU ran out of memory; try a smaller --image-size or --model, or --device cpu")
+        where = "GPU" if isinstance(err, torch.OutOfMemoryError) else "computer"
+        _say(f"error: the {where} ran out of memory; try a smaller --image-size or --model"
+             + (", or --device cpu" if where == "GPU" else ""))
         return EXIT_ERROR
+    except Exception as err:  # a bug: still one line, the traceback with --debug
+        if debug:
+            raise
+        _say(f"error: unexpected {type(err).__name__}: {_one_line(err)} (this is a bug: rerun with --debug "
+             "and report the traceback)")
+        return EXIT_BUG
+    finally:
+        threading.excepthook = thread_hook
 
 
 if __name__ == "__main__":
