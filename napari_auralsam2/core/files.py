@@ -48,10 +48,11 @@ def check_outputs(outputs: Mapping[str, str | Path | None], inputs: Mapping[str,
         for in_name, source in inputs.items():
             if source is None:
                 continue
-            inside = _resolved(output) in _resolved(source).parents
-            if inside or same_file(output, source):
-                where = f"{output} holds" if inside else f"{output} is"
-                raise AuralSAM2Error(f"{out_name} would overwrite {in_name}: {where} {source}",
+            if same_file(output, source):
+                raise AuralSAM2Error(f"{out_name} would overwrite {in_name} ({source})",
+                                     "give the output another name or folder")
+            if _resolved(output) in _resolved(source).parents:
+                raise AuralSAM2Error(f"{out_name} ({output}) would be replaced, and it holds {in_name} ({source})",
                                      "give the output another name or folder")
 
 

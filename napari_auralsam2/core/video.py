@@ -442,7 +442,7 @@ def truncation_note(video: VideoSource) -> str | None:
 def _existing_file(path: str | Path, error: type[VideoError] | type[AudioError], kind: str) -> Path:
     path = Path(path).expanduser()
     if path.is_dir():
-        raise error(f"{path} is a folder, not {kind} file", f"give the {kind} file itself")
+        raise error(f"{path} is a folder", f"give the {kind} file itself, not its folder")
     if not path.is_file():
         raise error(f"file not found: {path}", "check the path")
     return path
@@ -518,8 +518,10 @@ def _display_orientation(frame: av.VideoFrame, name: str) -> Orientation:
     signs = np.rint([a, b, c, d])
     quarter = np.allclose([a, b, c, d], signs, atol=1e-3) and abs(signs[0] * signs[3] - signs[1] * signs[2]) == 1
     if not quarter:
-        raise VideoError(f"{name} is meant to be shown rotated by {-frame.rotation:g} degrees, which cannot be "
-                         "applied without resampling", "re-encode it upright (e.g. ffmpeg -i in.mp4 out.mp4)")
+        turn = round(-float(np.degrees(np.arctan2(b, a))), 1)  # as FFmpeg's av_display_rotation_get
+        raise VideoError(f"{name} is meant to be shown turned by {turn:g} degrees (counterclockwise); "
+                         "only quarter turns can be applied without resampling",
+                         "re-encode it upright (e.g. ffmpeg -i in.mp4 out.mp4)")
     if a == 0:
         return (True, b < 0, c < 0)
     return (False, d < 0, a < 0)
