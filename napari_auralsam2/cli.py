@@ -307,10 +307,10 @@ def _report(store, written: list[Path], banner: str | None, interrupted: bool) -
 
 
 # -- commands -----------------------------------------------------------------------------------
-def cmd_segment(args: argparse.Namespace) -> int:
+def check_segment_args(args: argparse.Namespace) -> tuple[list[Prompt], Path, Path | None]:
+    """Everything about `segment`'s arguments that needs no file read: (prompts, output folder, overlay)."""
     prompts = group_prompts(args.point or (), args.box or ())
-    use_audio = not args.no_audio
-    if not prompts and not use_audio:
+    if not prompts and args.no_audio:
         raise UsageError("with --no-audio, give at least one --point or --box")
     if prompts and args.audio_frame is not None:
         raise UsageError("--audio-frame is for audio-only runs; with --point/--box the prompted frames are used")
@@ -325,11 +325,17 @@ def cmd_segment(args: argparse.Namespace) -> int:
     check_outputs({"--overlay": overlay, "the masks": out / TARGETS[args.format], WARNING_FILE: out / WARNING_FILE},
                   {"the input video": args.video, "--audio": args.audio, "--checkpoint": args.checkpoint,
                    "--sam2-checkpoint": args.sam2_checkpoint})
-    prepare_out(out, MASKS_FOLDER)
-    if overlay is not None:
-        prepare_out(overlay.parent)
+    return prompts, out, overlay
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    prompts, out, overlay = check_segment_args(args)
+    use_audio = not args.no_audio
     video = open_video(args.video, audio=args.audio)
-    try:
+    try:  # what needs the video, before the model loads
+        prepare_out(out, MASKS_FOLDER)
+        if overlay is not None:
+            prepare_out(overlay.parent)
         note = truncation_note(video)
         if note:
             _say(f"note: {note}")
