@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from napari_auralsam2.core import AudioTrack, frames_from_array
+from napari_auralsam2.core import AudioTrack, export, frames_from_array
 from napari_auralsam2.core.errors import AuralSAM2Error
 from napari_auralsam2.core.export import (CONTACT_COLUMNS, ENERGY_BAR_COLOUR, OVERLAY_ALPHA, THUMB_WIDTH, MaskStore,
                                           frame_energies, mask_bbox, object_colour, render_overlay, rle_decode,
@@ -254,14 +254,19 @@ def test_ctrl_c_while_writing_keeps_the_earlier_masks(tmp_path, store, video, ma
     assert after == before  # nothing lost, nothing half-written left behind
 
 
-def test_overlay_and_contact_sheet_replace_their_files_whole(tmp_path, store, video, monkeypatch):
-    path = write_overlay(tmp_path / "overlay.mp4", video, store)
+def test_an_overlay_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    long = frames_from_array(np.full((60, 32, 32, 3), 100, np.uint8), FPS)  # past the encoder's look-ahead
+    path = write_overlay(tmp_path / "overlay.mp4", long, MaskStore(60, 32, 32))
     before = path.read_bytes()
+    real, rendered = export.render_overlay, []
 
-    def broken(*args, **kwargs):
-        raise KeyboardInterrupt
+    def interrupted(*args, **kwargs):
+        rendered.append(True)
+        if len(rendered) == 50:  # Ctrl-C with frames already encoded
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr("napari_auralsam2.core.export.render_overlay", broken)
+    monkeypatch.setattr(export, "render_overlay", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        write_overlay(path, video, store)
+        write_overlay(path, long, MaskStore(60, 32, 32))
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["overlay.mp4"]
