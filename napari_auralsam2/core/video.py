@@ -35,16 +35,12 @@ import numpy as np
 
 from .audio import AudioTrack
 from .errors import AudioError, NoAudioError, VideoError
+from .orientation import Orientation, display_orientation, orient
 
 DEFAULT_CACHE_BYTES = 256 * 2**20
 MIN_CACHE_FRAMES = 2
 MAX_ARRAY_BYTES = 2**30  # np.asarray(video) refuses to decode more than this at once
 MAX_FRAME_PIXELS = 8192 * 8192  # larger frames are refused (one RGB frame would exceed 192 MiB)
-DISPLAY_MATRIX = "DISPLAYMATRIX"
-FIXED_POINT_ONE = 1 << 16  # display matrix entries a, b, c, d are 16.16 fixed point
-#: how the stored picture becomes the displayed one: (transpose, flip rows, flip columns)
-Orientation = tuple[bool, bool, bool]
-UPRIGHT: Orientation = (False, False, False)
 RGB = 3
 MAX_RATE_DENOMINATOR = 1001  # keeps 30000/1001-style rates exact
 # suffix -> (video codec, encoder options, audio codec, audio rate or None to keep the track's)
@@ -69,6 +65,7 @@ class VideoSource(abc.ABC):
 
     dtype = np.dtype(np.uint8)
     ndim = 4
+    unreadable = 0  #: frames the file lists but cannot decode (left out of the video; see truncation_note)
 
     def __init__(
         self, frame_times: np.ndarray, fps: float, height: int, width: int,
@@ -305,9 +302,9 @@ class FileVideo(VideoSource):
 
     def _store(self, index: int, decoded: av.VideoFrame) -> None:
         if self._orientation is None:
-            self._orientation = _display_orientation(decoded, self.path.name)
+            self._orientation = display_orientation(decoded, self.path.name)
         height, width = self._coded_size
-        frame = _orient(decoded.to_ndarray(format="rgb24", width=width, height=height), self._orientation)
+        frame = orient(decoded.to_ndarray(format="rgb24", width=width, height=height), self._orientation)
         frame.flags.writeable = False
         self._cache[index] = frame
         self._cache.move_to_end(index)
@@ -431,11 +428,10 @@ def to_rgb_uint8(frame: np.ndarray) -> np.ndarray:
 
 def truncation_note(video: VideoSource) -> str | None:
     """One line for the hosts when the file lists frames that cannot be decoded, else None."""
-    unreadable = getattr(video, "unreadable", 0)
-    if not unreadable:
+    if not video.unreadable:
         return None
     name = video.path.name if video.path else "the video"
-    return (f"{name} is cut short or damaged: only its first {len(video)} of {len(video) + unreadable} "
+    return (f"{name} is cut short or damaged: only its first {len(video)} of {len(video) + video.unreadable} "
             "frames can be decoded, so only those are used")
 
 
@@ -502,41 +498,6 @@ def _decode_packets(container: av.container.InputContainer, stream: av.VideoStre
             yield from packet.decode()
         except av.InvalidDataError:
             continue
-
-
-def _display_orientation(frame: av.VideoFrame, name: str) -> Orientation:
-    """The quarter turn/flip a player applies, from the frame's display matrix (upright without one).
-
-    Matrix entries a, b, c, d map a stored pixel (x, y) to the displayed (a x + c y, b x + d y)
-    (plus an offset), as in MP4's track header.
-    """
-    side = frame.side_data.get(DISPLAY_MATRIX)
-    if side is None:
-        return UPRIGHT
-    matrix = np.frombuffer(bytes(side), dtype=np.int32).astype(np.float64)
-    a, b, c, d = (matrix[[0, 1, 3, 4]] / FIXED_POINT_ONE).tolist()
-    signs = np.rint([a, b, c, d])
-    quarter = np.allclose([a, b, c, d], signs, atol=1e-3) and abs(signs[0] * signs[3] - signs[1] * signs[2]) == 1
-    if not quarter:
-        turn = round(-float(np.degrees(np.arctan2(b, a))), 1)  # as FFmpeg's av_display_rotation_get
-        raise VideoError(f"{name} is meant to be shown turned by {turn:g} degrees (counterclockwise); "
-                         "only quarter turns can be applied without resampling",
-                         "re-encode it upright (e.g. ffmpeg -i in.mp4 out.mp4)")
-    if a == 0:
-        return (True, b < 0, c < 0)
-    return (False, d < 0, a < 0)
-
-
-def _orient(frame: np.ndarray, orientation: Orientation) -> np.ndarray:
-    """A decoded ``[H, W, 3]`` frame as displayed."""
-    transpose, flip_rows, flip_cols = orientation
-    if transpose:
-        frame = frame.transpose(1, 0, 2)
-    if flip_rows:
-        frame = frame[::-1]
-    if flip_cols:
-        frame = frame[:, ::-1]
-    return np.ascontiguousarray(frame)
 
 
 def _stream_fps(stream: av.VideoStream, times: np.ndarray) -> float:
