@@ -140,6 +140,13 @@ def test_values_that_cannot_work_are_refused_while_parsing(capsys, argv, needle)
     assert_one_line_error(*run(capsys, *argv)[::2], needle)
 
 
+def test_the_number_of_objects_is_bounded():
+    points = [(1.0, 2.0, 0, 1, obj) for obj in range(1, cli.MAX_OBJECTS + 2)]
+    with pytest.raises(cli.UsageError, match=f"{cli.MAX_OBJECTS + 1} objects in one run is more than"):
+        cli.group_prompts(points)
+    assert len(cli.group_prompts(points[:-1])) == cli.MAX_OBJECTS
+
+
 def test_an_unexpected_error_is_one_line_too(capsys, sample_mp4, tmp_path, monkeypatch):
     def broken(**_):
         worker = threading.Thread(target=lambda: 1 / 0)
