@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -20,7 +21,7 @@ def read_only_dir(tmp_path: Path):
     folder.mkdir()
     folder.chmod(0o555)
     immutable = False
-    if os.access(folder, os.W_OK):
+    if os.access(folder, os.W_OK) and shutil.which("chattr"):
         immutable = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
     try:
         (folder / "probe").touch()
