@@ -126,3 +126,13 @@ def test_settings_survive_a_restart_and_bad_files(tmp_path: Path, monkeypatch: p
     assert settings.load_settings() == settings.WidgetSettings()
     settings.settings_path().write_text('{"model": 3, "image_size": 256}')
     assert settings.load_settings() == settings.WidgetSettings(image_size=256)
+
+
+def test_a_video_cut_short_opens_with_only_its_readable_frames(truncated_faststart_mp4: Path,
+                                                               notes: list[str]) -> None:
+    """Issue 14: the layer offers only frames that decode, says so, and slicing any of them never raises."""
+    read = reader_mod.get_reader(str(truncated_faststart_mp4))
+    ((data, _, kind),) = read(str(truncated_faststart_mp4))
+    for index in range(data.shape[0]):  # as napari slices: a tuple key per displayed frame
+        assert data[index, :, :].shape == data.shape[1:]
+    assert kind == "image" and any("cut short" in note for note in notes)

@@ -17,7 +17,7 @@ import av
 from napari.utils.notifications import show_info, show_warning
 
 from ..core.errors import AuralSAM2Error
-from ..core.video import VideoSource, open_video
+from ..core.video import VideoSource, open_video, truncation_note
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
 #: layer.metadata keys the widget reads back
@@ -77,6 +77,8 @@ def video_layer_data(source: VideoSource, name: str | None = None) -> LayerData:
     if audio is None:
         show_warning(f"{path.name if path else 'this video'} has no audio track: audio-guided segmentation "
                      "needs sound, so pick an audio file in the AuralSAM2 widget (clicks still work)")
+    if truncation_note(source):
+        show_warning(truncation_note(source))
     metadata = {VIDEO_PATH_KEY: str(path) if path else None, AUDIO_SOURCE_KEY: audio, FPS_KEY: source.fps}
     kwargs = {"name": name or (path.stem if path else "video"), "rgb": True, "multiscale": False,
               "contrast_limits": UINT8_RANGE, "metadata": metadata}

@@ -60,7 +60,8 @@ class AudioTrack:
     """Decoded audio: ``samples`` float32 ``(n, channels)`` in [-1, 1] at ``sample_rate`` Hz.
 
     Mono ``(n,)`` input becomes ``(n, 1)``; signed-integer input is scaled to [-1, 1)
-    (int16 by 1/32768).
+    (int16 by 1/32768). NaN or infinite samples (a broken float wav) are refused: they would turn
+    every log-mel example, and so every mask, into nothing without a word.
     """
 
     samples: np.ndarray
@@ -70,9 +71,10 @@ class AudioTrack:
         self.samples = _as_float_2d(self.samples, np.float32)
         if self.samples.shape[1] == 0:
             raise AudioError("the audio track has no channels", "pass samples shaped (n,) or (n, channels)")
-        if int(self.sample_rate) <= 0:
+        if not np.isfinite(float(self.sample_rate)) or int(self.sample_rate) <= 0:
             raise AudioError(f"invalid audio sample rate {self.sample_rate}", "give a positive rate in Hz")
         self.sample_rate = int(self.sample_rate)
+        _check_finite(self.samples, self.sample_rate)
 
     @property
     def num_samples(self) -> int:
@@ -238,6 +240,17 @@ def _resample(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
         return resampy.resample(waveform, sample_rate, SAMPLE_RATE, parallel=parallel)
     except ValueError as error:
         raise AudioError(f"cannot resample {waveform.size} samples at {sample_rate} Hz: {error}") from error
+
+
+def _check_finite(samples: np.ndarray, sample_rate: int) -> None:
+    """Raise AudioError naming how many samples are NaN/infinite and where the first one is."""
+    if np.isfinite(samples).all():
+        return
+    bad = ~np.isfinite(samples).all(axis=1)  # per sample instant, any channel
+    first = int(np.argmax(bad))
+    raise AudioError(f"the audio has {int(bad.sum())} samples that are NaN or infinite (the first at "
+                     f"{first / sample_rate:.2f} s), so it cannot guide segmentation",
+                     "repair or re-export the audio, or run without audio")
 
 
 def _whole_examples(frames: int) -> int:

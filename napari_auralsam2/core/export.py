@@ -22,12 +22,16 @@ H*W/8 bytes), so a whole video's results fit in memory. The writers read from it
   masks; CVAT's importer keeps only the first shape of a mask track, so, as CVAT's own exporter
   writes mask shapes, each (object, frame) is a track of one mask and an ``outside`` on the next
   frame, and the tracks of one object share ``group_id`` = its id.
+
+Every file is written beside its target and moved over it at the end (`core.files`), so Ctrl-C or
+a full disk never leaves half a result. The results of an interrupted run (``interrupted=True``)
+never replace an earlier run's: they go beside it, as ``masks-interrupted`` (``.npz``, ``.json``).
 """
 from __future__ import annotations
 
 import json
 import math
-import os
+import shutil
 import xml.etree.ElementTree as ET
 import zipfile
 import zlib
@@ -40,6 +44,7 @@ from PIL import Image, ImageDraw, ImageFont
 from . import masks as codec
 from .audio import AudioTrack
 from .errors import AuralSAM2Error
+from .files import atomic_file, free_sibling, interrupts_held, partial_path
 from .video import VideoSource, write_video
 
 FORMATS = ("png", "npz", "coco-rle", "cvat-video")
@@ -51,7 +56,9 @@ CVAT_XML = "annotations.xml"
 CVAT_VERSION = "1.1"
 CVAT_SHAPES = ("polygon", "mask")
 DEFAULT_LABEL = "object"
+TARGETS = {"png": MASKS_FOLDER, "npz": NPZ_NAME, "coco-rle": COCO_NAME, "cvat-video": CVAT_NAME}
 FRAME_DIGITS = 6
+FRAME_PNG_GLOB = "[0-9]" * FRAME_DIGITS + ".png"
 MAX_PNG_ID = 2**16 - 1
 MAX_LABEL_ID = 2**32 - 1
 MASK_ZLIB_LEVEL = 1  # fast; masks are mostly long runs
@@ -181,19 +188,31 @@ def frame_name(frame_index: int, suffix: str = ".png") -> str:
 
 
 def write_png_labels(store: MaskStore, folder: str | Path) -> Path:
-    """One object-id PNG per segmented frame (8-bit, or 16-bit for ids above 255)."""
+    """One object-id PNG per segmented frame (8-bit, or 16-bit for ids above 255).
+
+    The PNGs are written into a hidden sibling folder first, then moved in (and an earlier run's
+    frame PNGs that this run lacks removed) with Ctrl-C held back; other files are left alone.
+    """
     top = max(store.object_ids, default=0)
     if top > MAX_PNG_ID:
         raise AuralSAM2Error(f"object id {top} does not fit a 16-bit PNG", "use --format npz or coco-rle")
     dtype = np.uint8 if top <= np.iinfo(np.uint8).max else np.uint16
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    current = {frame_name(t) for t in store.frames}
-    for stale in folder.glob("[0-9]" * FRAME_DIGITS + ".png"):
-        if stale.name not in current:
-            stale.unlink()
-    for t in store.frames:
-        Image.fromarray(store.labels(t, dtype)).save(folder / frame_name(t))
+    staging = partial_path(folder)
+    try:
+        staging.mkdir(parents=True)
+        for t in store.frames:
+            Image.fromarray(store.labels(t, dtype)).save(staging / frame_name(t))
+        with interrupts_held():
+            folder.mkdir(parents=True, exist_ok=True)
+            current = {frame_name(t) for t in store.frames}
+            for stale in folder.glob(FRAME_PNG_GLOB):
+                if stale.name not in current:
+                    stale.unlink()
+            for name in sorted(current):
+                (staging / name).replace(folder / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 
@@ -207,7 +226,8 @@ def write_npz(store: MaskStore, path: str | Path, frame_times: np.ndarray, fps: 
     path = Path(path)
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<u4")), "fortran_order": False,
               "shape": (store.num_frames, store.height, store.width)}
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
+    with atomic_file(path) as partial, \
+            zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
         with archive.open("labels.npy", "w", force_zip64=True) as handle:
             np.lib.format.write_array_header_2_0(handle, header)
             for t in range(store.num_frames):
@@ -244,7 +264,8 @@ def coco_document(store: MaskStore, video_name: str, frame_times: np.ndarray, fp
 def write_coco_rle(store: MaskStore, path: str | Path, video_name: str, frame_times: np.ndarray, fps: float,
                    info: dict | None = None) -> Path:
     path = Path(path)
-    path.write_text(json.dumps(coco_document(store, video_name, frame_times, fps, info)))
+    with atomic_file(path) as partial:
+        partial.write_text(json.dumps(coco_document(store, video_name, frame_times, fps, info)))
     return path
 
 
@@ -338,31 +359,42 @@ def write_cvat_video(store: MaskStore, path: str | Path, video_name: str, names:
         raise AuralSAM2Error(f"{path} already exists", "choose another name, or allow replacing it")
     root = cvat_document(store, video_name, names, shape)
     ET.indent(root)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr(CVAT_XML, ET.tostring(root, encoding="utf-8", xml_declaration=True))
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic_file(path) as partial, zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(CVAT_XML, ET.tostring(root, encoding="utf-8", xml_declaration=True))
     return path
 
 
+def has_results(target: Path) -> bool:
+    """Whether a mask file, or a masks folder with frame PNGs, is there."""
+    return target.is_file() or (target.is_dir() and any(target.glob(FRAME_PNG_GLOB)))
+
+
+def masks_target(out_dir: str | Path, fmt: str, interrupted: bool = False) -> Path:
+    """Where `write_masks` puts masks of format ``fmt``: ``masks``, ``masks.npz`` or ``masks.json`` in
+    out_dir, or, for an interrupted run when an earlier run's results are there, a free sibling."""
+    if fmt not in TARGETS:
+        raise AuralSAM2Error(f"unknown mask format {fmt!r}", f"use one of {', '.join(FORMATS)}")
+    target = Path(out_dir) / TARGETS[fmt]
+    return free_sibling(target) if interrupted and has_results(target) else target
+
+
 def write_masks(store: MaskStore, out_dir: str | Path, fmt: str, video: VideoSource,
-                info: dict | None = None) -> Path:
-    """Write the masks in one of FORMATS into out_dir; returns the folder or file written."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+                info: dict | None = None, interrupted: bool = False) -> Path:
+    """Write the masks in one of FORMATS into out_dir; returns the folder or file written.
+
+    ``interrupted``: the run stopped early, so an earlier run's results there are kept and these
+    go beside them (see `masks_target`).
+    """
+    target = masks_target(out_dir, fmt, interrupted)
+    target.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "png":
-        return write_png_labels(store, out_dir / MASKS_FOLDER)
+        return write_png_labels(store, target)
     if fmt == "npz":
-        return write_npz(store, out_dir / NPZ_NAME, video.frame_times, video.fps)
+        return write_npz(store, target, video.frame_times, video.fps)
     name = video.path.name if video.path else "frames"
-    if fmt == "coco-rle":
-        return write_coco_rle(store, out_dir / COCO_NAME, name, video.frame_times, video.fps, info)
     if fmt == "cvat-video":
-        return write_cvat_video(store, out_dir / CVAT_NAME, name, overwrite=True)
-    raise AuralSAM2Error(f"unknown mask format {fmt!r}", f"use one of {', '.join(FORMATS)}")
+        return write_cvat_video(store, target, name, overwrite=True)
+    return write_coco_rle(store, target, name, video.frame_times, video.fps, info)
 
 
 # -- overlays -----------------------------------------------------------------------------------
@@ -437,7 +469,10 @@ def overlay_frames(video: VideoSource, store: MaskStore, audio: AudioTrack | Non
 def write_overlay(path: str | Path, video: VideoSource, store: MaskStore, audio: AudioTrack | None = None,
                   banner: str | None = None) -> Path:
     """Preview video: every frame with its masks, the audio track copied alongside."""
-    return write_video(path, overlay_frames(video, store, audio, banner), video.fps, audio=audio)
+    path = Path(path)
+    with atomic_file(path) as partial:
+        write_video(partial, overlay_frames(video, store, audio, banner), video.fps, audio=audio)
+    return path
 
 
 def contact_frames(store: MaskStore, num_frames: int, tiles: int = CONTACT_TILES) -> list[int]:
@@ -466,10 +501,11 @@ def write_contact_sheet(path: str | Path, video: VideoSource, store: MaskStore, 
         caption = f"frame {t}  t={video.frame_times[t]:.2f}s"
         draw.text((x + 2, y + thumb_h + 1), caption, fill=CAPTION_COLOUR, font=font)
     path = Path(path)
-    sheet.save(path)
+    with atomic_file(path) as partial:
+        sheet.save(partial)
     return path
 
 
-__all__ = ["FORMATS", "MaskStore", "rle_encode", "rle_decode", "mask_bbox", "write_masks", "write_png_labels",
+__all__ = ["FORMATS", "MaskStore", "masks_target", "has_results", "rle_encode", "rle_decode", "mask_bbox", "write_masks", "write_png_labels",
            "write_npz", "write_coco_rle", "coco_document", "render_overlay", "overlay_frames", "write_overlay",
            "write_contact_sheet", "frame_energies", "object_colour"]

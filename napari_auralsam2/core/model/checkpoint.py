@@ -5,6 +5,10 @@ keys, or `aural_fuser.*`) plus a stock SAM2 checkpoint (`{"model": ...}`); legac
 `audio_prompter.*` names (remapped as the official `tools/remap_aural_ckpt_keys.py` does); a VGGish
 file for training from scratch; `.safetensors` for any of them. Pickles are always read with
 `weights_only=True`.
+
+A file is classified by what it holds (the top-level module names of its keys: the full model's,
+the fuser's, SAM2's or VGGish's), so a file given in the wrong place, or one that is not a model
+of ours at all, is named as such before any key-by-key comparison.
 """
 from __future__ import annotations
 
@@ -22,7 +26,6 @@ from ..errors import CheckpointError
 LEGACY_PREFIX = "audio_prompter."
 FUSER_PREFIX = "aural_fuser."
 SAM2_PREFIX = "v_model."
-SAM2_ONLY_KEY = "image_encoder."  # a bare SAM2 state_dict starts with its image encoder
 #: legacy AuralFuser module names (1-based) -> current ModuleList names (0-based)
 LEGACY_RENAMES = tuple(
     [(f"train_f_patch_embed{i}", f"patch_embeds.{i - 1}") for i in (1, 2, 3)]
@@ -35,13 +38,24 @@ LEGACY_RENAMES = tuple(
 LEGACY_DUPLICATES = (".training_layers.", ".finetuning_layers.")
 _WRAPPERS = ("model", "state_dict")
 _EXAMPLES = 3
+FULL, FUSER, SAM2, VGGISH = "full", "fuser", "sam2", "vggish"
+KIND_NAMES = {FULL: "an AuralSAM2 checkpoint", FUSER: "an AuralFuser checkpoint", SAM2: "a SAM2 checkpoint",
+              VGGISH: "a VGGish checkpoint"}
+
+
+def existing_checkpoint(path: str | Path) -> Path:
+    """The path of a checkpoint file; CheckpointError for a folder or a missing file."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file", "give the .pth/.pt/.safetensors file itself")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}", "check the path")
+    return path
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a tensor dict from .pt/.pth/.safetensors; unwrap `{"model": ...}` / `{"state_dict": ...}`."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}", "check the path")
+    path = existing_checkpoint(path)
     try:
         if path.suffix == ".safetensors":
             obj = load_file(str(path))
@@ -101,6 +115,40 @@ def _strip(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tenso
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
+def _tops(keys) -> set[str]:
+    return {key.split(".", 1)[0] for key in keys}
+
+
+def checkpoint_kind(state: dict[str, torch.Tensor], model: nn.Module) -> str | None:
+    """FULL, FUSER, SAM2 or VGGISH: whose top-level module names cover most keys; None for none."""
+    modules = {FULL: model, FUSER: model.aural_fuser, SAM2: model.v_model, VGGISH: model.aural_fuser.vgg}
+    tops = [key.split(".", 1)[0] for key in state]
+    counts = {}
+    for kind, module in modules.items():
+        names = _tops(module.state_dict())
+        counts[kind] = sum(top in names for top in tops)
+    kind = max(counts, key=counts.get)
+    return kind if counts[kind] else None
+
+
+def _kind_error(name: str, kind: str | None, wanted: str, state: dict[str, torch.Tensor],
+                hint: str) -> CheckpointError:
+    if kind is None:
+        names = ", ".join(sorted(_tops(state))[:_EXAMPLES])
+        return CheckpointError(f"{name} holds none of the weights AuralSAM2 uses (its names start with {names}): "
+                               f"it is not {KIND_NAMES[wanted]}", hint)
+    return CheckpointError(f"{name} is {KIND_NAMES[kind]}, not {KIND_NAMES[wanted]}", hint)
+
+
+def _load_part(module: nn.Module, model: nn.Module, path: str | Path, wanted: str, hint: str) -> None:
+    """Load the SAM2 or VGGish file of `load_checkpoint` after checking that it is one."""
+    name, state = Path(path).name, read_state_dict(path)
+    kind = checkpoint_kind(state, model)
+    if kind != wanted:
+        raise _kind_error(name, kind, wanted, state, hint)
+    load_strict(module, state, name)
+
+
 def load_checkpoint(model: nn.Module, checkpoint: str | Path | None = None,
                     sam2_checkpoint: str | Path | None = None, vggish_checkpoint: str | Path | None = None) -> str:
     """Load weights into an `AuralSAM2`; returns the layout found ("full", "fuser" or "none").
@@ -109,21 +157,26 @@ def load_checkpoint(model: nn.Module, checkpoint: str | Path | None = None,
     `sam2_checkpoint` (loaded first, so the fuser file decides shared keys).
     """
     if sam2_checkpoint is not None:
-        load_strict(model.v_model, read_state_dict(sam2_checkpoint), Path(sam2_checkpoint).name)
+        _load_part(model.v_model, model, sam2_checkpoint, SAM2,
+                   "the SAM2 checkpoint is Meta's sam2_hiera_*.pt (AuralSAM2 files go to --checkpoint)")
     if vggish_checkpoint is not None:
-        load_strict(model.aural_fuser.vgg, read_state_dict(vggish_checkpoint), Path(vggish_checkpoint).name)
+        _load_part(model.aural_fuser.vgg, model, vggish_checkpoint, VGGISH,
+                   "the VGGish checkpoint is vggish-10086976.pth")
     if checkpoint is None:
         return "none"
     name = Path(checkpoint).name
     state = remap_legacy_keys(read_state_dict(checkpoint))
-    if any(k.startswith(SAM2_PREFIX) for k in state):
+    if not any(k.startswith(SAM2_PREFIX) for k in state) and any(k.startswith(FUSER_PREFIX) for k in state):
+        state = _strip(state, FUSER_PREFIX)
+    kind = checkpoint_kind(state, model)
+    if kind == FULL:
         load_strict(model, state, name)
         return "full"
-    if any(k.startswith(FUSER_PREFIX) for k in state):
-        state = _strip(state, FUSER_PREFIX)
-    elif any(k.startswith(SAM2_ONLY_KEY) for k in state):
+    if kind == SAM2:
         raise CheckpointError(f"{name} is a SAM2 checkpoint, not an AuralSAM2 one",
                               "pass it as the SAM2 checkpoint (--sam2-checkpoint)")
+    if kind != FUSER:
+        raise _kind_error(name, kind, FULL, state, "pass a released auralsam2_avs_*.pth or a training run's best.pth")
     if sam2_checkpoint is None:
         raise CheckpointError(f"{name} holds only the AuralFuser", "also pass the SAM2 checkpoint (sam2_hiera_large.pt)")
     load_strict(model.aural_fuser, state, name)
