@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._napari_support import FRAME, answers, docked, engine, notes, reference, run  # noqa: F401
+from ._napari_support import FRAME, answers, docked, engine, notes, reference, run, save_screenshot  # noqa: F401
 from napari_auralsam2._napari.labels import LABELS_SUFFIX
 from napari_auralsam2._napari.objects_panel import COMMITTED, FRAMES, NAME
 from napari_auralsam2._napari.work import COMMITTED_SUFFIX
@@ -42,6 +42,7 @@ def test_objects_panel_lists_objects_and_reruns_one_alone(qtbot, docked, engine,
 
     table.item(row_of(widget, 2), NAME).setText("the violin")  # names are edited in place
     assert widget.work(video).book.get(2).name == "the violin"
+    save_screenshot(viewer, "napari_objects.png")
     table.selectRow(row_of(widget, 1))  # selecting a row makes it the current object
     assert widget.form.object_id.value == 1
     viewer.dims.set_current_step(0, 0)

@@ -14,7 +14,7 @@ import pandas as pd
 from napari.layers import Image, Points, Shapes
 
 from ..core.errors import AuralSAM2Error
-from ..core.export import CVAT_NAME, COCO_NAME, MASKS_FOLDER, NPZ_NAME, MaskStore, write_masks
+from ..core.export import TARGETS, MaskStore, write_cvat_video, write_masks
 from ..core.objects import ObjectBook, ObjectRecord, Prompts
 from ..core.sidecar import Sidecar, VideoIdentity, load_sidecar, save_sidecar, sidecar_path
 from ..core.video import VideoSource, frames_from_array
@@ -24,7 +24,6 @@ from .reader import FPS_KEY, VIDEO_PATH_KEY
 from .work import VideoWork
 
 MASKS, COMMITTED = "masks", "committed"
-EXPORT_TARGETS = {"png": MASKS_FOLDER, "npz": NPZ_NAME, "coco-rle": COCO_NAME, "cvat-video": CVAT_NAME}
 
 
 def sidecar_of(video: Image) -> Path | None:
@@ -101,16 +100,23 @@ def restore_work(work: VideoWork, saved: Sidecar, points: Points | None, boxes: 
 
 def export_target(folder: str | Path, fmt: str) -> Path:
     """The file or folder an export in `fmt` writes inside `folder`."""
-    return Path(folder) / EXPORT_TARGETS[fmt]
+    return Path(folder) / TARGETS[fmt]
 
 
 def export_work(work: VideoWork, folder: str | Path, fmt: str) -> Path:
-    """Write the committed and working masks (committed first where both have a pixel) in `fmt`."""
+    """Write the committed and working masks (committed first where both have a pixel) in `fmt`; in
+    CVAT for video each object's track is labelled with its name (default "object")."""
     masks, committed = work.masks_layer(), work.committed_layer()
     if masks is None and committed is None:
         raise AuralSAM2Error("there are no masks to export yet", "run AuralSAM2 first")
     labels = np.asarray(masks.data) if masks is not None else np.zeros_like(committed.data)
     if committed is not None:
         labels = np.where(np.asarray(committed.data) != 0, committed.data, labels)
-    return write_masks(MaskStore.from_labels(labels), folder, fmt, _source(work.video))
+    store, source = MaskStore.from_labels(labels), _source(work.video)
+    if fmt == "cvat-video":
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        names = {k: record.name for k, record in work.book.records.items() if record.name}
+        return write_cvat_video(store, export_target(folder, fmt), source.path.name if source.path else "frames",
+                                names=names, overwrite=True)  # the widget asked before replacing
+    return write_masks(store, folder, fmt, source)
 
