@@ -9,6 +9,7 @@ import torch
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, RadioButtons, SpinBox, Widget
 from qtpy.QtGui import QValidator
 from qtpy.QtWidgets import QFrame, QGroupBox, QPlainTextEdit, QSpinBox, QVBoxLayout, QWidget
+from superqt import QCollapsible
 
 from ..core.model.auralsam2 import IMAGE_SIZE_MULTIPLE, SAM2_CONFIGS
 from ..core.session import DIRECTIONS
@@ -91,10 +92,11 @@ def row(*widgets: Widget, label: str = "") -> Container:
     return Container(widgets=list(widgets), layout="horizontal", labels=False, label=label)
 
 
-def group(title: str, *widgets: Widget | QWidget) -> QGroupBox:
-    """A titled frame around magicgui widgets (labelled rows) and plain Qt widgets."""
-    box = QGroupBox(title)
-    layout = QVBoxLayout(box)
+def group(title: str, *widgets: Widget | QWidget, collapsed: bool = False) -> QWidget:
+    """A titled frame around magicgui widgets (labelled rows) and plain Qt widgets; `collapsed`: a
+    section that opens on a click (for settings set once), keeping the dock short."""
+    inner = QWidget()
+    layout = QVBoxLayout(inner)
     layout.setContentsMargins(6, 6, 6, 6)
     form = Container(widgets=[w for w in widgets if isinstance(w, Widget)])
     form.margins = (0, 0, 0, 0)
@@ -102,6 +104,13 @@ def group(title: str, *widgets: Widget | QWidget) -> QGroupBox:
     for widget in widgets:
         if isinstance(widget, QWidget):
             layout.addWidget(widget)
+    if collapsed:
+        box = QCollapsible(title)
+        box.addWidget(inner)
+    else:
+        box = QGroupBox(title)
+        QVBoxLayout(box).addWidget(inner)
+        box.layout().setContentsMargins(0, 0, 0, 0)
     box.form = form  # keeps the magicgui container alive with its frame
     return box
 
@@ -154,10 +163,11 @@ class Form(QWidget):
         size.margins = (0, 0, 0, 0)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.random_banner.native)  # outside the folded model settings: always in sight
         for box in (
             group("Video and sound", self.video, self.audio_mode, self.audio_file),
-            group("Model", self.model, size, self.weights, self.checkpoint, self.sam2_checkpoint, self.device,
-                  self.random_banner),
+            group("Model (size, weights, device)", self.model, size, self.weights, self.checkpoint,
+                  self.sam2_checkpoint, self.device, collapsed=True),
             group("Prompts", row(self.object_id, self.next_object, label="Object id"), self.polarity, hint),
             group("Run", self.direction, self.new_layer, row(self.segment, self.propagate, self.audio_only),
                   row(self.cancel, self.clear_object, self.clear_frame), self.status),
