@@ -100,6 +100,8 @@ class AuralSAM2Predictor(SAM2VideoPredictor):
     def _run_single_frame_inference(self, inference_state, output_dict, frame_idx, *args, **kwargs):
         windows = inference_state.get(WINDOWS_KEY)
         prompts = windows.prompts(frame_idx) if windows is not None else None
+        if prompts is not None and not isinstance(prompts, FuserOutput):  # Ref-AVS: fused per object text
+            prompts = prompts.for_text(object_text(inference_state, output_dict))
         with self.use_prompts(prompts):
             out, masks = super()._run_single_frame_inference(inference_state, output_dict, frame_idx, *args, **kwargs)
         out["maskmem_features"] = _memory_dtype(out["maskmem_features"], inference_state["device"])
@@ -187,5 +189,16 @@ def _memory_dtype(features: torch.Tensor | None, device: torch.device) -> torch.
     return features.float()
 
 
+def object_text(inference_state: dict, output_dict: dict) -> str | None:
+    """The text prompt of the object whose outputs are `output_dict` (SAM2 passes one object's dict)."""
+    texts = inference_state.get(TEXTS_KEY) or {}
+    for obj_idx, outputs in inference_state["output_dict_per_obj"].items():
+        if outputs is output_dict:
+            return texts.get(inference_state["obj_idx_to_id"][obj_idx])
+    return None
+
+
 #: key under which a session stores its `FrameWindows` in the SAM2 inference state
 WINDOWS_KEY = "auralsam2_windows"
+#: key of the objects' text prompts {object id: text} (Ref-AVS)
+TEXTS_KEY = "auralsam2_texts"
