@@ -186,5 +186,6 @@ def run_refavs_eval(args: argparse.Namespace) -> int:
                for dataset in datasets]
     for report in reports:
         print(report.table())
-    print(f"wrote {write_reports(reports, args.out)}")
+    per_clip, summary = write_reports(reports, args.out)
+    print(f"wrote {per_clip} and {summary}")
     return 0

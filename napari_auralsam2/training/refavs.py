@@ -45,6 +45,7 @@ NULL_SPLIT = "test_n"
 BATCH_CLIPS = 4  # the official validation batch (clips per metric unit)
 MIN_EXAMPLES = 5  # official: fewer audio examples are padded by repeating the last
 SUMMARY_CSV = "refavs_summary.csv"
+PER_CLIP_CSV = "refavs_per_clip.csv"
 
 
 def is_refavs_root(path: str | Path) -> bool:
@@ -149,17 +150,27 @@ class RefAVSReport:
         return "\n".join("  ".join(x.rjust(w) for x, w in zip(row, widths)) for row in (list(summary), cells))
 
 
-def write_reports(reports: list[RefAVSReport], folder: str | Path) -> Path:
-    """One summary row per split in ``folder/refavs_summary.csv``."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / SUMMARY_CSV
-    rows = [r.summary() for r in reports]
+def _write_csv(path: Path, rows: list[dict]) -> None:
     with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
+        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(k for row in rows for k in row)) or ["split"])
         writer.writeheader()
         writer.writerows(rows)
-    return path
+
+
+def write_reports(reports: list[RefAVSReport], folder: str | Path) -> tuple[Path, Path]:
+    """``refavs_per_clip.csv`` (one row per clip) and ``refavs_summary.csv`` (one per split) in ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = folder / PER_CLIP_CSV, folder / SUMMARY_CSV
+    _write_csv(paths[0], [{"split": r.split, **row} for r in reports for row in r.rows])
+    _write_csv(paths[1], [r.summary() for r in reports])
+    return paths
+
+
+def batch_scores(logits: list[torch.Tensor], labels: list[torch.Tensor]) -> tuple[float, float]:
+    """IoU and F-score of one official batch: clips' logits / labels [T, S, S] pooled over the batch's frames."""
+    logits_b, labels_b = torch.cat(logits).float(), torch.cat(labels).to(logits[0].device)
+    return float(avs_frame_ious(logits_b > 0, labels_b).mean()), avs_clip_fscore(logits_b, labels_b)
 
 
 @torch.no_grad()
@@ -171,32 +182,28 @@ def evaluate_refavs(model: AuralSAM2, dataset: RefAVSDataset, amp: bool = True, 
     report = RefAVSReport(dataset.split)
     count = len(dataset) if limit is None else min(limit, len(dataset))
     positive, pixels = 0, 0
-    ious, fscores, batch_logits, batch_labels = [], [], [], []
+    scores, batch = [], ([], [])
     for index in tqdm(range(count), desc=f"eval {dataset.split}", disable=not progress, leave=False):
-        clip = dataset[index]
+        clip, text = dataset[index], dataset.text(index)
         with autocast_for(device, amp):
-            out = model.segment_clip(clip.frames.to(device), clip.audio.to(device), text=dataset.text(index))
+            out = model.segment_clip(clip.frames.to(device), clip.audio.to(device), text=text)
         logits = decode_logits(out, decode).float()
         report.clips += 1
         if dataset.split == NULL_SPLIT:
             positive += int((logits > 0).sum())  # official: sigmoid > 0.5
             pixels += logits.numel()
-            report.rows.append({"clip": clip.name, "text": dataset.text(index),
-                                "foreground": float((logits > 0).float().mean())})
+            report.rows.append({"clip": clip.name, "text": text, "foreground": float((logits > 0).float().mean())})
             continue
-        labels = clip.labels.to(logits.device)
-        batch_logits.append(logits)
-        batch_labels.append(labels)
-        report.rows.append({"clip": clip.name, "text": dataset.text(index),
-                            "miou": float(avs_frame_ious(logits > 0, labels).mean())})
-        if len(batch_logits) == BATCH_CLIPS or index == count - 1:
-            logits_b, labels_b = torch.cat(batch_logits), torch.cat(batch_labels)
-            ious.append(float(avs_frame_ious(logits_b > 0, labels_b).mean()))
-            fscores.append(avs_clip_fscore(logits_b, labels_b))
-            batch_logits, batch_labels = [], []
+        batch[0].append(logits)
+        batch[1].append(clip.labels)
+        report.rows.append({"clip": clip.name, "text": text,
+                            "miou": float(avs_frame_ious(logits > 0, clip.labels.to(logits.device)).mean())})
+        if len(batch[0]) == BATCH_CLIPS or index == count - 1:
+            scores.append(batch_scores(*batch))
+            batch = ([], [])
     if dataset.split == NULL_SPLIT:
         report.s = positive / pixels if pixels else 0.0
     else:
-        report.miou = float(np.mean(ious)) if ious else 0.0
-        report.fscore = float(np.mean(fscores)) if fscores else 0.0
+        report.miou = float(np.mean([iou for iou, _ in scores])) if scores else 0.0
+        report.fscore = float(np.mean([f for _, f in scores])) if scores else 0.0
     return report
