@@ -118,6 +118,7 @@ def test_engine_loads_a_ref_avs_file_as_ref_avs(source, text_dir, tmp_path, monk
     path = tmp_path / "mine.pth"
     torch.save(source.state_dict(), path)
     engine = load_engine(model="hiera_t", image_size=IMAGE_SIZE, checkpoint=path, text_model=text_dir, device="cpu")
-    assert engine.model.variant == "refavs" and engine.window == 10 and not engine.random_weights
+    assert engine.model.variant == "refavs" and engine.model.reads_text and engine.window == 10
+    assert not engine.random_weights
     assert _same(engine.model.state_dict(), source.state_dict())
     assert not (tmp_path / "cache").exists()  # the text model came from the folder: nothing fetched

@@ -107,5 +107,5 @@ def test_released_weights_need_the_released_model_size(home):
 def test_random_weights_engine_says_so(home):
     engine = weights.load_engine(model="hiera_t", image_size=128, weights="random", device="cpu")
     assert engine.random_weights and engine.image_size == 128 and engine.device.type == "cpu"
-    assert engine.model.variant == "avs" and engine.window == 5
+    assert engine.model.variant == "avs" and not engine.model.reads_text and engine.window == 5
     assert not home.exists()  # nothing fetched for random weights

@@ -89,6 +89,7 @@ class AuralSAM2(nn.Module):
 
     variant = "avs"
     clip_frames = AVS_CLIP_FRAMES
+    reads_text = False  # whether objects can be named in words (Ref-AVS weights)
 
     def __init__(self, v_model: nn.Module, aural_fuser: AuralFuser) -> None:
         super().__init__()

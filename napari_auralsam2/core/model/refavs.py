@@ -58,6 +58,7 @@ class RefAVSAuralSAM2(AuralSAM2):
 
     variant = "refavs"
     clip_frames = REF_CLIP_FRAMES
+    reads_text = True
 
     def __init__(self, v_model: nn.Module, aural_fuser: RefAuralFuser, t_model: nn.Module, text_tokenizer: Any) -> None:
         super().__init__(v_model, aural_fuser)
