@@ -81,7 +81,10 @@ def load_text_model(folder: str | Path) -> tuple[Any, nn.Module]:
 
 
 def byte_tokenizer():
-    """A RoBERTa-style tokenizer whose vocabulary is the 256 bytes (no merges): for random weights only."""
+    """A RoBERTa-style tokenizer whose vocabulary is the 256 bytes (no merges): for random weights only.
+
+    Every character is a token, so it reads texts of at most 23 characters (distilroberta's reads
+    about 20 words)."""
     transformers = _transformers()
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
