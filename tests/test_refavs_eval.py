@@ -27,13 +27,13 @@ ROWS = [  # vid, uid, fid, exp, split (test_n rows name their clip in uid)
 
 @pytest.fixture(scope="module")
 def refavs_root(tmp_path_factory):
-    """A tiny REFAVS folder: 4-frame clips (frames numbered 1, 2, 10, 11: numeric order), 4.2 s audio."""
+    """A tiny REFAVS folder: 4-frame clips (frames numbered 1, 10, 11, 2: the official order), 4.2 s audio."""
     root = tmp_path_factory.mktemp("REFAVS")
     rng = np.random.default_rng(0)
     for vid, count in CLIPS.items():
         frames = root / "media" / vid / "frames"
         frames.mkdir(parents=True)
-        for t, number in enumerate((1, 2, 10, 11)[:count]):
+        for t, number in enumerate((1, 10, 11, 2)[:count]):
             image = np.full((SIZE[1], SIZE[0], 3), 40 * t, np.uint8)
             Image.fromarray(image).save(frames / f"{vid}_{number}.jpg")
             for fid in ("1", "2", "3"):
@@ -59,7 +59,7 @@ def test_splits_read_the_official_layout(refavs_root):
     seen = RefAVSDataset(refavs_root, "test_s")
     assert len(seen) == 2 and [seen.text(i) for i in range(2)] == ["the man playing guitar", "the dog that is barking"]
     clip = seen.load(0)
-    assert [int(f.mean()) for f in clip.frames] == [0, 40, 80, 120]  # numeric, not lexical, frame order
+    assert [int(f.mean()) for f in clip.frames] == [0, 40, 80, 120]  # the official order: digits compared
     assert clip.labels.shape == (4, SIZE[1], SIZE[0]) and clip.labels[3, 15, 40] == 1
     assert clip.audio.shape == (MIN_EXAMPLES, 2, 96, 64)  # 4 examples of mono audio, the last repeated
     np.testing.assert_array_equal(clip.audio[3], clip.audio[4])

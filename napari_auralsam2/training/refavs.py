@@ -58,10 +58,11 @@ def is_refavs_root(path: str | Path) -> bool:
 
 
 def _numbered(folder: Path, suffix: str) -> list[Path]:
-    """Files sorted by the number after their last underscore (``<x>_<n>.jpg``), as the official loader."""
-    paths = [p for p in folder.glob(f"*{suffix}")]
+    """Files ``<x>_<n><suffix>`` in the official loader's order."""
     try:
-        return sorted(paths, key=lambda p: int(p.stem.rsplit("_", 1)[-1]))
+        # quirk: the official key is tuple(map(int, "<n>")), the digits of n, so 10 sorts before 2
+        # (Ref-AVS clips number their frames 0..9, where this is the numeric order)
+        return sorted(folder.glob(f"*{suffix}"), key=lambda p: tuple(map(int, p.stem.rsplit("_", 1)[-1])))
     except ValueError:
         raise DataError(f"cannot read frame numbers in {folder}", "name files <anything>_<n>" + suffix) from None
 
