@@ -78,7 +78,9 @@ def test_text_model_snapshot_at_its_pinned_revision(home, hub):
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
     assert folder.name == TEXT_MODEL_REVISION
     assert any(TEXT_MODEL_REVISION in path for _, path in hub.requests)
-    assert weights.ensure_text_model(allow_download=False) == folder  # from the cache afterwards
+    served = len(hub.requests)
+    assert weights.ensure_text_model() == folder  # from the cache afterwards, without asking the Hub
+    assert weights.ensure_text_model(allow_download=False) == folder and len(hub.requests) == served
 
 
 def test_text_model_offline_says_what_to_do(home, monkeypatch):

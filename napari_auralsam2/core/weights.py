@@ -170,26 +170,34 @@ def ensure(weights: list[WeightFile], allow_download: bool = True) -> list[Path]
     return paths
 
 
+def _text_snapshot(home: Path, download: bool) -> Path | None:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(TEXT_MODEL_REPO, revision=TEXT_MODEL_REVISION, allow_patterns=list(TEXT_MODEL_FILES),
+                                      cache_dir=home / HUB_CACHE, local_files_only=not download,
+                                      endpoint=os.environ.get(ENDPOINT_ENV)))
+    except _hub_errors():
+        return None
+
+
 def ensure_text_model(allow_download: bool = True) -> Path:
-    """The folder of the Ref-AVS text model (distilroberta-base at its pinned revision)."""
+    """The folder of the Ref-AVS text model: hand-copied into the home folder, else the Hub snapshot at
+    its pinned revision (from the cache, downloaded first if allowed and missing)."""
     home = weights_home()
     folder = home / TEXT_MODEL_DIR
     if (folder / "config.json").is_file():
         return folder
-    from huggingface_hub import snapshot_download
-
-    try:
+    snapshot = _text_snapshot(home, download=False)
+    if snapshot is None and allow_download and _on_hub(TEXT_MODEL_REPO, TEXT_MODEL_FILES[0], TEXT_MODEL_REVISION):
         home.mkdir(parents=True, exist_ok=True)
-        if allow_download and not _on_hub(TEXT_MODEL_REPO, TEXT_MODEL_FILES[0], TEXT_MODEL_REVISION):
-            allow_download = False  # unreachable: use the cache if it has the snapshot
-        return Path(snapshot_download(TEXT_MODEL_REPO, revision=TEXT_MODEL_REVISION, allow_patterns=list(TEXT_MODEL_FILES),
-                                      cache_dir=home / HUB_CACHE, local_files_only=not allow_download,
-                                      endpoint=os.environ.get(ENDPOINT_ENV)))
-    except _hub_errors() as err:
+        snapshot = _text_snapshot(home, download=True)
+    if snapshot is None:
         raise WeightsMissingError(
             f"the Ref-AVS text model is missing and could not be downloaded: put the files of {TEXT_MODEL_REPO} "
             f"(revision {TEXT_MODEL_REVISION[:7]}, https://huggingface.co/{TEXT_MODEL_REPO}) into {folder}",
-            "or pass --text-model DIR, or use --weights random") from err
+            "or pass --text-model DIR, or use --weights random")
+    return snapshot
 
 
 def default_device() -> str:
