@@ -101,3 +101,13 @@ def test_eval_refuses_an_unknown_ref_avs_split(capsys, refavs_root, tmp_path):
                      "--image-size", "64", "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == cli.EXIT_ERROR and "unknown Ref-AVS split 'val'" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["train", "--data", "x", "--variant", "refavs"], "training the Ref-AVS variant is not supported yet"),
+    (["eval", "--data", "x", "--variant", "refavs", "--random-weights"], "evaluate it on Ref-AVS data"),
+])
+def test_what_ref_avs_cannot_do_yet_is_one_line(capsys, argv, needle):
+    assert cli.main(argv) == cli.EXIT_ERROR
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1

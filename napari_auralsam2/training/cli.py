@@ -154,6 +154,9 @@ def run_eval(args: argparse.Namespace) -> int:
         raise DataError("eval needs --checkpoint (a fuser or full-model file)", "or --random-weights")
     if is_refavs_root(args.data):
         return run_refavs_eval(args)
+    if args.variant == "refavs":
+        raise DataError("the refavs variant reads a text per clip: evaluate it on Ref-AVS data",
+                        "give the REFAVS folder (metadata.csv, media/, gt_mask/)")
     dataset = open_split(args.data, args.split, _options(args), EvalTransform(args.image_size))
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = build_auralsam2(SAM2_CONFIGS[args.model], image_size=args.image_size, variant=args.variant)
