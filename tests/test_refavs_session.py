@@ -13,7 +13,7 @@ from napari_auralsam2.core.session import Engine, Prompt
 from ._seeded import seeded_inputs, seeded_state_dict
 from ._tiny_text import write_tiny_text_model
 
-IMAGE_SIZE = 128
+IMAGE_SIZE = 64
 GUITAR, DOG = "the man playing guitar", "the dog that is barking"
 
 
