@@ -1,42 +1,68 @@
 #!/bin/bash
 # Deploy the AuralSAM2 CVAT functions with nuctl, the way CVAT's serverless/deploy_cpu.sh does.
-# usage: deploy.sh function.yaml|function-gpu.yaml [--videos HOST_DIR] [FUNCTION_DIR ...]
-#   --videos HOST_DIR  host folder with the tasks' source videos, mounted read-only at /videos
-#                      in the detector (default: the path written in its function.yaml)
-#   FUNCTION_DIR       .../nuclio folders to deploy (default: all three)
+# usage: deploy.sh function.yaml|function-gpu.yaml [--cvat-data-volume NAME] [--videos HOST_DIR] [FUNCTION_DIR ...]
+#   --cvat-data-volume NAME  docker volume holding CVAT's data directory, mounted read-only at
+#                            /cvat-data in the detector (default cvat_cvat_data: volume cvat_data of
+#                            the compose project cvat, as CVAT's docker-compose.yml creates it)
+#   --videos HOST_DIR        also mount a host folder of source videos read-only at /videos in the
+#                            detector (for tasks made from a server share)
+#   FUNCTION_DIR             .../nuclio folders to deploy (default: all three)
 set -eu
 
 SCRIPT_DIR="$( cd "$( dirname "${BASH_SOURCE[0]}" )" >/dev/null 2>&1 && pwd )"
 REPO_ROOT="$(dirname "$SCRIPT_DIR")"
 CONFIG_NAME="$1"
 shift
+DATA_VOLUME=""
 VIDEOS=""
-if [ "${1:-}" = "--videos" ]; then
-    VIDEOS="$(realpath "$2")"
-    shift 2
-fi
-if [ "$#" -gt 0 ]; then
-    FUNCTION_DIRS=("$@")
-else
+FUNCTION_DIRS=()
+while [ "$#" -gt 0 ]; do
+    case "$1" in
+        --cvat-data-volume) DATA_VOLUME="$2"; shift 2 ;;
+        --videos) VIDEOS="$(realpath "$2")"; shift 2 ;;
+        *) FUNCTION_DIRS+=("$1"); shift ;;
+    esac
+done
+if [ "${#FUNCTION_DIRS[@]}" -eq 0 ]; then
     FUNCTION_DIRS=("$SCRIPT_DIR"/pytorch/auralsam2/*/nuclio)
 fi
 
 # the function images install napari-auralsam2 from a wheel copied next to their code
-WHEEL_DIR="$(mktemp -d)"
-trap 'rm -rf "$WHEEL_DIR"' EXIT
-python3 -m pip wheel --no-deps --wheel-dir "$WHEEL_DIR" "$REPO_ROOT"
+WORK_DIR="$(mktemp -d)"
+trap 'rm -rf "$WORK_DIR"' EXIT
+python3 -m pip wheel --no-deps --wheel-dir "$WORK_DIR/wheels" "$REPO_ROOT"
 
 nuctl create project cvat --platform local || true
 
 for func_root in "${FUNCTION_DIRS[@]}"; do
     rm -rf "$func_root/wheels"
     mkdir -p "$func_root/wheels"
-    cp "$WHEEL_DIR"/*.whl "$func_root/wheels/"
+    cp "$WORK_DIR"/wheels/*.whl "$func_root/wheels/"
 
     func_config="$func_root/$CONFIG_NAME"
-    if [ -n "$VIDEOS" ] && grep -q "auralsam2-videos" "$func_config"; then
-        sed "s#path: /srv/auralsam2/videos#path: $VIDEOS#" "$func_config" > "$WHEEL_DIR/$(basename "$(dirname "$func_root")").yaml"
-        func_config="$WHEEL_DIR/$(basename "$(dirname "$func_root")").yaml"
+    if grep -q "name: cvat-data" "$func_config"; then
+        # nuclio's local platform mounts hostPath volumes with `docker run --volume SRC:DEST` and
+        # ignores readOnly, so ":ro" goes into the mount path; --videos adds a second volume
+        deployed_config="$WORK_DIR/$(basename "$(dirname "$func_root")")-$CONFIG_NAME"
+        videos_env=""
+        if [ -n "$VIDEOS" ]; then
+            videos_env="/videos"
+        fi
+        sed -e "s#mountPath: /cvat-data\$#mountPath: /cvat-data:ro#" \
+            -e "s#path: cvat_cvat_data\$#path: ${DATA_VOLUME:-cvat_cvat_data}#" \
+            -e "/name: AURALSAM2_VIDEOS\$/{n;s#value: \"\"#value: \"$videos_env\"#}" "$func_config" |
+        awk -v videos="$VIDEOS" '{ print }
+            /^  volumes:$/ && videos != "" {
+                print "    - volume:"
+                print "        name: auralsam2-videos"
+                print "        hostPath:"
+                print "          path: " videos
+                print "      volumeMount:"
+                print "        name: auralsam2-videos"
+                print "        mountPath: /videos:ro"
+                print "        readOnly: true"
+            }' > "$deployed_config"
+        func_config="$deployed_config"
     fi
 
     echo "Deploying $func_root with $func_config..."

@@ -2,7 +2,10 @@
 
 Every host-facing step is a core call (`load_engine`, `open_video`, the session, `core.export`);
 this module only parses arguments and reports. Bad input ends with one ``auralsam2: error: ...``
-line and exit code 2 (130 on Ctrl-C, after writing the masks of the frames done); ``--debug``
+line and exit code 2, and everything that can be checked without the model (paths, outputs that
+would overwrite inputs, a read-only output folder, prompts against the video, the audio) is
+checked before it loads. Ctrl-C exits with 130, after writing the masks of the frames done (beside
+an earlier run's, never over them); an unexpected error is one line too, exit code 1. ``--debug``
 shows the traceback instead. Other parts of the package add subcommands (see OPTIONAL_COMMANDS).
 """
 from __future__ import annotations
@@ -10,46 +13,54 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import threading
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
+from .cli_checks import UsageError, attach_negative_values, check_audio, check_prompts_fit, prepare_out
+from .cli_checks import one_line as _one_line
 from .core import load_engine, open_video
 from .core.errors import AuralSAM2Error, WeightsMissingError
-from .core.export import MASKS_FOLDER, MaskStore, write_contact_sheet, write_masks, write_overlay
+from .core.export import (FORMATS, MASKS_FOLDER, MAX_PNG_ID, TARGETS, MaskStore, write_contact_sheet, write_masks,
+                          write_overlay)
+from .core.files import INTERRUPTED_SUFFIX, PARTIAL_PREFIX, check_outputs
 from .core.model.auralsam2 import IMAGE_SIZE_MULTIPLE, SAM2_CONFIGS
 from .core.sample import make_sample_clip
-from .core.session import Prompt
-from .core.video import WRITE_CODECS
+from .core.session import Progress, Prompt
+from .core.video import WRITE_CODECS, truncation_note
 from .core.weights import AURALSAM2_WEIGHTS, DEFAULT_RELEASE, HOME_ENV, RANDOM_WEIGHTS_BANNER, release_variant
 
 PROG = "auralsam2"
+EXIT_BUG = 1
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 DEBUG_FLAG = "--debug"
 DEFAULT_MODEL = "hiera_l"
 DEFAULT_IMAGE_SIZE = 1024
 MIN_IMAGE_SIZE = 64
+MAX_IMAGE_SIZE = 4096  # 16x SAM2's 1024 in pixels; larger needs more memory than any GPU has
 DEFAULT_OBJECT = 1
+MAX_OBJECTS = 256  # objects of one run (each is tracked separately)
+MAX_OBJECT_ID = 2**32 - 1  # what masks.npz's uint32 labels hold
 WARNING_FILE = "WARNING.txt"
 OVERLAY_NAME = "overlay.mp4"
 CONTACT_SHEET_NAME = "contact_sheet.png"
 DEMO_CLIP_NAME = "sample.mp4"
 DEMO_OUTPUTS = {DEMO_CLIP_NAME, OVERLAY_NAME, CONTACT_SHEET_NAME, MASKS_FOLDER, WARNING_FILE}
+DEMO_LEFTOVERS = (MASKS_FOLDER + INTERRUPTED_SUFFIX, PARTIAL_PREFIX)  # of an interrupted or killed demo
 DEMO_SECONDS, DEMO_FPS, DEMO_SIZE, DEMO_SEED = 4.0, 8, (320, 240), 0
 #: offline fallback of `demo --weights auto`, and the model of `demo --weights random`
 DEMO_RANDOM_MODEL, DEMO_RANDOM_IMAGE_SIZE = "hiera_t", 256
 #: optional subcommands: (module with add_parser(subparsers), command to stub when its extra is missing, extra)
-OPTIONAL_COMMANDS = (("napari_auralsam2.training.cli", None, None), ("napari_auralsam2.cvat.cli", "cvat", "cvat"))
+OPTIONAL_COMMANDS = (("napari_auralsam2.training.cli", None, None), ("napari_auralsam2.cvat.cli", "cvat", "cvat"),
+                     ("napari_auralsam2.batch.cli", None, None))
 OPTIONAL_DEPS = ("cvat_sdk", "cvat_cli", "nuclio_sdk")
-
-
-class UsageError(Exception):
-    """Wrong command-line usage (reported like an AuralSAM2Error)."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -63,14 +74,16 @@ EXAMPLES = """examples:
   auralsam2 segment talk.mp4 --overlay preview.mp4     # audio only: object 1 = the sounding object
   auralsam2 segment talk.mp4 --point 320,200,0 --point 100,80,0,0 --box 10,10,90,120,5,2
   auralsam2 segment clip.mp4 --no-audio --point 50,40,12 --format coco-rle --out masks/
+  auralsam2 segment talk.mp4 --mask 30,1,fixed_frame30.png   # a corrected mask of object 1 on frame 30
   auralsam2 segment band.mp4 --release refavs --text "the man playing the guitar"   # say which sound
 
 prompts are in video pixels: --point x,y,frame[,label[,object]] (label 1 positive, 0 negative;
 object id 1 unless given) and --box x0,y0,x1,y1,frame[,object]; the points and box of one object
-on one frame form one prompt. Without prompts, object 1 starts from the audio alone on
+on one frame form one prompt. --mask frame,object,FILE.png is a mask prompt (nonzero pixels =
+the object, the PNG the video's size) and replaces clicks of that object on that frame. Without prompts, object 1 starts from the audio alone on
 --audio-frame (default 0); with prompts and audio, the clicks refine the audio-prompted decoder.
 --text [object:]words names an object (object 1 unless given) in words; it needs the Ref-AVS
-weights (--release refavs) and the audio, and works with or without clicks.
+weights (--release refavs) and the audio, and works with or without clicks or a --mask.
 """
 
 
@@ -86,9 +99,10 @@ def _numbers(text: str, what: str, lengths: tuple[int, ...]) -> list[float]:
     return values
 
 
-def _whole(value: float, what: str, minimum: int) -> int:
-    if value != int(value) or value < minimum:
-        raise argparse.ArgumentTypeError(f"{what} must be a whole number >= {minimum}, got {value:g}")
+def _whole(value: float, what: str, minimum: int, maximum: int | None = None) -> int:
+    if value != int(value) or value < minimum or (maximum is not None and value > maximum):
+        bounds = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        raise argparse.ArgumentTypeError(f"{what} must be a whole number {bounds}, got {value:g}")
     return int(value)
 
 
@@ -98,18 +112,44 @@ def parse_point(text: str) -> tuple[float, float, int, int, int]:
     label = _whole(rest[0], "point label", 0) if rest else 1
     if label not in (0, 1):
         raise argparse.ArgumentTypeError(f"point label must be 1 (positive) or 0 (negative), got {label}")
-    obj = _whole(rest[1], "object id", 1) if len(rest) > 1 else DEFAULT_OBJECT
+    obj = _whole(rest[1], "object id", 1, MAX_OBJECT_ID) if len(rest) > 1 else DEFAULT_OBJECT
     return x, y, _whole(frame, "frame", 0), label, obj
 
 
 def parse_box(text: str) -> tuple[float, float, float, float, int, int]:
     """'x0,y0,x1,y1,frame[,object]' -> (x0, y0, x1, y1, frame, object)."""
     x0, y0, x1, y1, frame, *rest = _numbers(text, "box", (5, 6))
-    return x0, y0, x1, y1, _whole(frame, "frame", 0), _whole(rest[0], "object id", 1) if rest else DEFAULT_OBJECT
+    obj = _whole(rest[0], "object id", 1, MAX_OBJECT_ID) if rest else DEFAULT_OBJECT
+    return x0, y0, x1, y1, _whole(frame, "frame", 0), obj
 
 
-def group_prompts(points: Sequence[tuple] = (), boxes: Sequence[tuple] = ()) -> list[Prompt]:
-    """One Prompt per (frame, object), in the order they first appear (points before boxes)."""
+def read_mask_png(path: str | Path) -> np.ndarray:
+    """A mask PNG -> bool [H, W]: nonzero colour (or palette index) = the object, alpha ignored."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            bands, array = image.getbands(), np.asarray(image)
+    except (OSError, ValueError) as err:
+        raise argparse.ArgumentTypeError(f"cannot read mask {path}: {err}") from err
+    if array.ndim == 3:
+        array = array[..., [i for i, band in enumerate(bands) if band != "A"]]
+        return (array != 0).any(axis=-1)
+    return array != 0
+
+
+def parse_mask(text: str) -> tuple[int, int, Path, np.ndarray]:
+    """'frame,object,FILE.png' -> (frame, object, path, bool mask)."""
+    parts = text.split(",", 2)
+    if len(parts) != 3 or not parts[2]:
+        raise argparse.ArgumentTypeError(f"mask {text!r} is not frame,object,FILE.png")
+    frame, obj = _numbers(",".join(parts[:2]), "mask frame,object", (2,))
+    path = Path(parts[2])
+    return _whole(frame, "frame", 0), _whole(obj, "object id", 1), path, read_mask_png(path)
+
+
+def group_prompts(points: Sequence[tuple] = (), boxes: Sequence[tuple] = (),
+                  masks: Sequence[tuple] = ()) -> list[Prompt]:
+    """One Prompt per (frame, object), in the order they first appear (points, boxes, then masks)."""
     prompts: dict[tuple[int, int], Prompt] = {}
     for x, y, frame, label, obj in points:
         prompt = prompts.setdefault((frame, obj), Prompt(frame, obj))
@@ -120,6 +160,14 @@ def group_prompts(points: Sequence[tuple] = (), boxes: Sequence[tuple] = ()) -> 
         if prompt.box is not None:
             raise UsageError(f"object {obj} has two boxes on frame {frame}; give one box per object and frame")
         prompt.box = (x0, y0, x1, y1)
+    for frame, obj, path, mask in masks:
+        if (frame, obj) in prompts:
+            raise UsageError(f"object {obj} on frame {frame} has clicks/a box or another mask as well as {path}; "
+                             "give one mask, or clicks/a box")
+        prompts[(frame, obj)] = Prompt(frame, obj, mask=mask)
+    objects = {obj for _, obj in prompts}
+    if len(objects) > MAX_OBJECTS:
+        raise UsageError(f"{len(objects)} objects in one run is more than {MAX_OBJECTS}; split them over several runs")
     return list(prompts.values())
 
 
@@ -147,15 +195,30 @@ def add_texts(prompts: list[Prompt], texts: Sequence[tuple[int, str]], audio_fra
     return prompts + [Prompt(audio_frame, obj, text=text) for obj, text in named.items() if obj not in prompted]
 
 
-def check_text_options(args: argparse.Namespace) -> None:
-    """Text prompts need the audio and Ref-AVS weights; Ref-AVS weights segment what a text names."""
+def check_text_options(args: argparse.Namespace, prompts: Sequence[Prompt]) -> None:
+    """Text prompts need the audio and Ref-AVS weights; Ref-AVS weights segment what a text names,
+    so with the audio every object needs one (`prompts`: after `add_texts`)."""
     refavs = release_variant(args.release) == "refavs"
     if args.text and args.no_audio:
         raise UsageError("--text needs the audio (the Ref-AVS model reads sound and text together); drop --no-audio")
     if args.checkpoint is None and args.text and not refavs:
         raise UsageError("--text needs the Ref-AVS weights: add --release refavs")
-    if args.checkpoint is None and refavs and not args.text and not args.no_audio:
-        raise UsageError("the Ref-AVS weights segment the object a text names: add --text 'the man playing the guitar'")
+    if args.checkpoint is None and refavs and not args.no_audio:
+        if not args.text:
+            raise UsageError("the Ref-AVS weights segment the object a text names: "
+                             "add --text 'the man playing the guitar'")
+        unnamed = sorted({p.object_id for p in prompts if not p.text})
+        if unnamed:
+            raise UsageError(f"object {unnamed[0]} has no text, and the Ref-AVS weights segment the object a text "
+                             f"names: add --text '{unnamed[0]}:the man playing the guitar'")
+
+
+def check_mask_sizes(masks: Sequence[tuple], video) -> None:
+    """Every --mask PNG must have the video's size (masks are in video pixels)."""
+    for _, _, path, mask in masks:
+        if mask.shape != (video.height, video.width):
+            raise UsageError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]}, the video is "
+                             f"{video.width}x{video.height}: draw it on a frame of this video")
 
 
 def parse_image_size(text: str) -> int:
@@ -163,9 +226,9 @@ def parse_image_size(text: str) -> int:
         size = int(text)
     except ValueError:
         size = 0
-    if size < MIN_IMAGE_SIZE or size % IMAGE_SIZE_MULTIPLE:
+    if not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE or size % IMAGE_SIZE_MULTIPLE:
         raise argparse.ArgumentTypeError(f"image size must be a multiple of {IMAGE_SIZE_MULTIPLE} "
-                                         f"and at least {MIN_IMAGE_SIZE}, got {text!r}")
+                                         f"from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}, got {text!r}")
     return size
 
 
@@ -185,48 +248,44 @@ def _check_device(device: str | None) -> None:
         raise UsageError("--device cuda was asked for, but no CUDA GPU is available here; use --device cpu")
 
 
-def prepare_out(folder: str | Path) -> Path:
-    """Create the output folder now, so a bad path fails before any model is loaded."""
-    folder = Path(folder).expanduser()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UsageError(f"cannot create output folder {folder}: {err.strerror or err}") from None
-    return folder
-
-
-def check_overlay(overlay: str | None, video: str | None) -> Path | None:
+def check_overlay(overlay: str | None) -> Path | None:
     if overlay is None:
         return None
     path = Path(overlay).expanduser()
     if path.suffix.lower() not in WRITE_CODECS:
         raise UsageError(f"--overlay {overlay}: use a file ending in one of {', '.join(WRITE_CODECS)}")
-    if video is not None and path.resolve() == Path(video).expanduser().resolve():
-        raise UsageError("--overlay would overwrite the input video; give another file name")
-    prepare_out(path.parent)
+    if path.is_dir():
+        raise UsageError(f"--overlay {overlay} is a folder; give a file name such as {path / OVERLAY_NAME}")
     return path
 
 
-def announce_weights(engine, out: Path) -> str | None:
-    """Say loudly (stderr and WARNING.txt in the output folder) when the weights are random;
-    with real weights, remove the WARNING.txt an earlier random run left there."""
-    warning = out / WARNING_FILE
+def announce_weights(engine) -> str | None:
+    """Say loudly on stderr when the weights are random; returns the banner (None with real weights)."""
     if not engine.random_weights:
-        if warning.is_file() and warning.read_text().startswith(RANDOM_WEIGHTS_BANNER):
-            warning.unlink()
         return None
     rule = "*" * len(RANDOM_WEIGHTS_BANNER)
     print(f"{rule}\n{RANDOM_WEIGHTS_BANNER}\n{rule}", file=sys.stderr, flush=True)
+    return RANDOM_WEIGHTS_BANNER
+
+
+def record_weights(out: Path, banner: str | None) -> None:
+    """With random weights, leave WARNING.txt beside the results; with real ones, remove the one an
+    earlier random run left (called once the results are in place)."""
+    warning = out / WARNING_FILE
+    if banner is None:
+        if warning.is_file() and warning.read_text().startswith(RANDOM_WEIGHTS_BANNER):
+            warning.unlink()
+        return
     warning.write_text(
         f"{RANDOM_WEIGHTS_BANNER}\n\nThese results come from randomly initialised weights. For real masks, put the\n"
         f"released weights into ${HOME_ENV} (default ~/.cache/auralsam2) or pass --checkpoint/--sam2-checkpoint;\n"
         "see README.md, section 'Weights'.\n")
-    return RANDOM_WEIGHTS_BANNER
 
 
 def segment_video(engine, video, prompts: Sequence[Prompt], use_audio: bool, audio_frame: int = 0,
-                  direction: str = "both") -> tuple[MaskStore, bool]:
-    """Prompt, propagate with a progress bar, and collect the masks; returns (store, interrupted).
+                  direction: str = "both", progress: Progress | None = None) -> tuple[MaskStore, bool]:
+    """Prompt, propagate with a progress bar (or the given `progress(done, total)`), and collect the
+    masks; returns (store, interrupted).
 
     Ctrl-C stops between frames and keeps the frames done so far.
     """
@@ -234,13 +293,14 @@ def segment_video(engine, video, prompts: Sequence[Prompt], use_audio: bool, aud
     for prompt in prompts or [Prompt(audio_frame, DEFAULT_OBJECT)]:  # none: the audio alone
         session.apply(prompt)
     store = MaskStore(len(video), video.height, video.width)
-    with tqdm(desc="segmenting", unit="frame", file=sys.stderr, dynamic_ncols=True) as bar:
-        def progress(done: int, total: int) -> None:
+    quiet = progress is not None
+    with tqdm(desc="segmenting", unit="frame", file=sys.stderr, dynamic_ncols=True, disable=quiet) as bar:
+        def show(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
 
         try:
-            for frame_index, masks in session.propagate(direction=direction, progress=progress):
+            for frame_index, masks in session.propagate(direction=direction, progress=progress or show):
                 store.add(frame_index, masks)
         except KeyboardInterrupt:
             return store, True
@@ -257,9 +317,17 @@ def overlay_audio(video):
 
 
 def write_results(store, video, out: Path, fmt: str, info: dict, overlay: Path | None = None,
-                  contact_sheet: Path | None = None, audio=None, banner: str | None = None) -> list[Path]:
-    """Masks in `fmt` (always), then the optional overlay video and contact sheet."""
-    written = [write_masks(store, out, fmt, video, info)]
+                  contact_sheet: Path | None = None, audio=None, banner: str | None = None,
+                  interrupted: bool = False) -> list[Path]:
+    """Masks in `fmt` (always), then the optional overlay video and contact sheet.
+
+    An interrupted run's masks go beside an earlier run's (see `core.export.masks_target`).
+    """
+    written = [write_masks(store, out, fmt, video, info, interrupted)]
+    if written[0] == out / TARGETS[fmt]:
+        record_weights(out, banner)
+    else:
+        _say(f"note: kept the earlier results in {out / TARGETS[fmt]}; this interrupted run's are in {written[0]}")
     if overlay is not None:
         written.append(write_overlay(overlay, video, store, audio, banner))
     if contact_sheet is not None:
@@ -281,37 +349,71 @@ def _report(store, written: list[Path], banner: str | None, interrupted: bool) -
 
 
 # -- commands -----------------------------------------------------------------------------------
-def cmd_segment(args: argparse.Namespace) -> int:
-    prompts = group_prompts(args.point or (), args.box or ())
-    use_audio = not args.no_audio
-    if not prompts and not use_audio:
-        raise UsageError("with --no-audio, give at least one --point or --box")
+def check_segment_args(args: argparse.Namespace) -> tuple[list[Prompt], Path, Path | None]:
+    """Everything about `segment`'s arguments that needs no video read: (prompts, output folder, overlay)."""
+    prompts = group_prompts(args.point or (), args.box or (), args.mask or ())
+    if not prompts and args.no_audio:
+        raise UsageError("with --no-audio, give at least one --point, --box or --mask")
     if prompts and args.audio_frame is not None:
-        raise UsageError("--audio-frame is for audio-only runs; with --point/--box the prompted frames are used")
+        raise UsageError("--audio-frame is for audio-only runs; with --point/--box/--mask the prompted frames are used")
     if args.weights == "random" and (args.checkpoint or args.sam2_checkpoint):
         raise UsageError("--checkpoint/--sam2-checkpoint need --weights auto (the default), not random")
-    check_text_options(args)
     prompts = add_texts(prompts, args.text or (), args.audio_frame or 0)
+    check_text_options(args, prompts)
+    top = max((p.object_id for p in prompts), default=DEFAULT_OBJECT)
+    if args.format == "png" and top > MAX_PNG_ID:
+        raise UsageError(f"object id {top} does not fit a 16-bit PNG; use --format npz or coco-rle")
     _check_device(args.device)
-    overlay = check_overlay(args.overlay, args.video)
+    overlay = check_overlay(args.overlay)
+    out = Path(args.out or f"{Path(args.video).stem}_auralsam2").expanduser()
+    check_outputs({"--overlay": overlay, "the masks": out / TARGETS[args.format], WARNING_FILE: out / WARNING_FILE},
+                  {"the input video": args.video, "--audio": args.audio, "--checkpoint": args.checkpoint,
+                   "--sam2-checkpoint": args.sam2_checkpoint, **{f"--mask {m[2]}": m[2] for m in args.mask or ()}})
+    return prompts, out, overlay
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    prompts, out, overlay = check_segment_args(args)
+    use_audio = not args.no_audio
     video = open_video(args.video, audio=args.audio)
-    try:
-        out = prepare_out(args.out or f"{Path(args.video).stem}_auralsam2")
+    try:  # what needs the video, before the model loads
+        check_mask_sizes(args.mask or (), video)
+        prepare_out(out, MASKS_FOLDER)
+        if overlay is not None:
+            prepare_out(overlay.parent)
+        note = truncation_note(video)
+        if note:
+            _say(f"note: {note}")
+        check_prompts_fit(prompts or [Prompt(args.audio_frame or 0, DEFAULT_OBJECT)], video)
+        if use_audio:
+            check_audio(video)
         engine = load_engine(model=args.model, image_size=args.image_size, weights=args.weights,
                              checkpoint=args.checkpoint, sam2_checkpoint=args.sam2_checkpoint,
                              release=args.release, device=args.device, text_model=args.text_model)
-        banner = announce_weights(engine, out)
-        store, interrupted = segment_video(engine, video, prompts, use_audio, args.audio_frame or 0, args.direction)
-        info = {"model": args.model, "image_size": engine.image_size, "audio": use_audio,
-                "random_weights": engine.random_weights, "variant": engine.model.variant,
-                **({"texts": {str(p.object_id): p.text for p in prompts if p.text}} if args.text else {})}
-        if interrupted:
-            overlay = None
-        audio = overlay_audio(video) if overlay is not None else None
-        written = write_results(store, video, out, args.format, info, overlay, None, audio, banner)
+        store, written, banner, interrupted = segment_to_folder(
+            engine, video, out, args.model, prompts, use_audio, args.audio_frame or 0, args.direction, args.format,
+            overlay)
     finally:
         video.close()
     return _report(store, written, banner, interrupted)
+
+
+def segment_to_folder(engine, video, out: Path, model: str, prompts: Sequence[Prompt], use_audio: bool,
+                      audio_frame: int = 0, direction: str = "both", fmt: str = "png", overlay: Path | None = None,
+                      progress: Progress | None = None) -> tuple[MaskStore, list[Path], str | None, bool]:
+    """What `segment` does once the video is open and the engine loaded (`batch` runs it per video):
+    segment, then write the masks (and overlay) into `out`; returns (store, written, banner, interrupted)."""
+    banner = announce_weights(engine)
+    store, interrupted = segment_video(engine, video, prompts, use_audio, audio_frame, direction, progress)
+    texts = {str(p.object_id): p.text for p in prompts if p.text}
+    info = {"model": model, "image_size": engine.image_size, "audio": use_audio,
+            "random_weights": engine.random_weights, "variant": engine.model.variant,
+            **({"texts": texts} if texts else {})}
+    if interrupted:
+        overlay = None
+    audio = overlay_audio(video) if overlay is not None else None
+    written = write_results(store, video, out, fmt, info, overlay, None, audio, banner, interrupted)
+    return store, written, banner, interrupted
 
 
 def demo_engine(weights: str, device: str | None):
@@ -344,18 +446,19 @@ def demo_folder(folder: str | Path) -> Path:
     """The demo's output folder: new, empty, or an earlier demo's (never someone's other files)."""
     folder = Path(folder).expanduser()
     if folder.is_dir():
-        foreign = sorted(p.name for p in folder.iterdir() if p.name not in DEMO_OUTPUTS)
+        foreign = sorted(p.name for p in folder.iterdir()
+                         if p.name not in DEMO_OUTPUTS and not p.name.startswith(DEMO_LEFTOVERS))
         if foreign:
             raise UsageError(f"{folder} holds files the demo did not write ({', '.join(foreign[:3])}); "
                              "give a new or empty --out folder")
-    return prepare_out(folder)
+    return prepare_out(folder, MASKS_FOLDER)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     _check_device(args.device)
     out = demo_folder(args.out)
     engine = demo_engine(args.weights, args.device)
-    banner = announce_weights(engine, out)
+    banner = announce_weights(engine)
     info = make_sample_clip(out / DEMO_CLIP_NAME, DEMO_SECONDS, DEMO_FPS, DEMO_SIZE, DEMO_SEED)
     _say(f"sample clip: {info.path} ({info.n_frames} frames, {info.size[0]}x{info.size[1]}, a disc and a square "
          "taking turns to sound); segmenting the sounding object from the audio alone")
@@ -365,7 +468,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         meta = {"model": DEFAULT_MODEL if not engine.random_weights else DEMO_RANDOM_MODEL,
                 "image_size": engine.image_size, "audio": True, "random_weights": engine.random_weights}
         extras = (None, None) if interrupted else (out / OVERLAY_NAME, out / CONTACT_SHEET_NAME)
-        written = write_results(store, video, out, "png", meta, *extras, video.audio, banner)
+        written = write_results(store, video, out, "png", meta, *extras, video.audio, banner, interrupted)
     finally:
         video.close()
     note = " (meaningless with random weights)" if banner else ""
@@ -409,6 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a click (label 1 positive, 0 negative; object id default 1); repeatable")
     seg.add_argument("--box", action="append", type=parse_box, metavar="x0,y0,x1,y1,frame[,obj]",
                      help="a box around an object; repeatable (one per object and frame)")
+    seg.add_argument("--mask", action="append", type=parse_mask, metavar="frame,obj,FILE.png",
+                     help="a mask prompt: nonzero pixels of the PNG (video size) are the object; repeatable")
     seg.add_argument("--text", action="append", type=parse_text, metavar="[obj:]words",
                      help="name an object in words (Ref-AVS weights, audio on); object id default 1; repeatable")
     seg.add_argument("--audio-frame", type=lambda t: _whole(_numbers(t, "frame", (1,))[0], "frame", 0),
@@ -416,8 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--direction", choices=("both", "forward", "backward"), default="both",
                      help="propagate from the first prompted frame (default both ways)")
     seg.add_argument("--out", metavar="DIR", help="output folder (default: <video name>_auralsam2)")
-    seg.add_argument("--format", choices=("png", "npz", "coco-rle"), default="png",
-                     help="png: masks/NNNNNN.png object-id images; npz: masks.npz; coco-rle: masks.json")
+    seg.add_argument("--format", choices=FORMATS, default="png",
+                     help="png: masks/NNNNNN.png object-id images; npz: masks.npz; coco-rle: masks.json; "
+                          "cvat-video: annotations_cvat_video.zip (CVAT for video 1.1, polygon tracks)")
     seg.add_argument("--overlay", metavar="OUT.mp4", help="also write a preview video with the audio")
     _add_engine_options(seg)
     seg.set_defaults(func=cmd_segment)
@@ -463,19 +569,19 @@ def _add_optional_commands(subparsers) -> None:
         module.add_parser(subparsers)
 
 
-def _one_line(error: BaseException) -> str:
-    if isinstance(error, OSError) and error.filename is not None:
-        text = f"{error.strerror or error}: {error.filename}"
-    else:
-        text = str(error) or type(error).__name__
-    return " ".join(text.split())
+def _thread_error(hook: threading.ExceptHookArgs) -> None:
+    if hook.exc_type is not SystemExit:
+        _say(f"error in a background thread: {_one_line(hook.exc_value)} (run with --debug for the traceback)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = DEBUG_FLAG in argv
-    argv = [a for a in argv if a != DEBUG_FLAG]
+    argv = attach_negative_values([a for a in argv if a != DEBUG_FLAG])
+    thread_hook = threading.excepthook
+    if not debug:
+        threading.excepthook = _thread_error
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -492,12 +598,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         _say(f"error: {_one_line(err)}")
+        for detail in getattr(err, "details", ()):
+            _say(f"  {detail}")
         return EXIT_ERROR
-    except torch.OutOfMemoryError:
+    except (torch.OutOfMemoryError, MemoryError) as err:
         if debug:
             raise
-        _say("error: the GPU ran out of memory; try a smaller --image-size or --model, or --device cpu")
+        where = "GPU" if isinstance(err, torch.OutOfMemoryError) else "computer"
+        _say(f"error: the {where} ran out of memory; try a smaller --image-size or --model"
+             + (", or --device cpu" if where == "GPU" else ""))
         return EXIT_ERROR
+    except Exception as err:  # a bug: still one line, the traceback with --debug
+        if debug:
+            raise
+        _say(f"error: unexpected {type(err).__name__}: {_one_line(err)} (this is a bug: rerun with --debug "
+             "and report the traceback)")
+        return EXIT_BUG
+    finally:
+        threading.excepthook = thread_hook
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
 """A loopback stand-in for the few CVAT REST endpoints our CVAT paths call (127.0.0.1 only).
 
-Responses carry the fields cvat-sdk's models require; request bodies are validated with
-cvat-sdk's own models (unknown keys refused too). Anything else answers 404 and is recorded, so
-a test can assert that nothing unexpected (like a DELETE) was sent.
+Responses carry the fields cvat-sdk's models require (the SDK parses them with those models);
+request bodies are validated with cvat-sdk's own models (unknown keys refused too). Task backups
+are real zip archives laid out as CVAT's ``TaskExporter`` writes them (``data/<file>``,
+``data/manifest.jsonl``, ``task.json``, ``annotations.json``), served through the background-request
+protocol cvat-sdk's ``download_backup`` speaks. Anything else answers 404 and is recorded, so a
+test can assert that nothing unexpected (like a DELETE) was sent.
 """
 from __future__ import annotations
 
@@ -13,12 +16,13 @@ import threading
 import zipfile
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import cvat_sdk.models as models
 from cvat_sdk.api_client import Configuration, model_utils
 
 DATE = "2026-01-01T00:00:00.000000Z"
+UPDATED = "2026-01-02T00:00:00.000000Z"
 TOKEN = "test-token"
 NESTED = {"tracks": models.LabeledTrackRequest, "shapes": models.LabeledShapeRequest}
 
@@ -37,11 +41,18 @@ class StubTask:
     start_frame: int = 0
     step: int = 1
     chunk_size: int = 72
+    #: the uploaded video kept by CVAT (name, bytes) that backups carry; None: no media in backups
+    upload: tuple[str, bytes] | None = None
+    #: the manifest CVAT wrote for the upload (``data/manifest.jsonl``)
+    manifest: str = ""
+    #: a backup export that fails on the server with this message
+    backup_error: str | None = None
+    data_date: str = DATE
 
     def read(self) -> dict:
         return {"id": self.id, "name": f"task {self.id}", "url": f"/api/tasks/{self.id}", "size": len(self.frames),
                 "mode": "interpolation" if self.chunk_type == "video" else "annotation", "status": "annotation",
-                "created_date": DATE, "updated_date": DATE, "data_chunk_size": self.chunk_size,
+                "created_date": DATE, "updated_date": UPDATED, "data_chunk_size": self.chunk_size,
                 "data_original_chunk_type": self.chunk_type, "data_compressed_chunk_type": "imageset",
                 "jobs": {"count": 1, "completed": 0, "validation": 0, "url": "/api/jobs"},
                 "labels": {"url": f"/api/labels?task_id={self.id}"}, "organization": None, "data": 1,
@@ -54,9 +65,34 @@ class StubTask:
         stop = self.start_frame + (len(self.frames) - 1) * self.step
         return {"chunk_size": self.chunk_size, "size": len(self.frames), "image_quality": 70,
                 "start_frame": self.start_frame, "stop_frame": stop,
-                "frame_filter": f"step={self.step}" if self.step > 1 else "", "chunks_updated_date": DATE,
+                "frame_filter": f"step={self.step}" if self.step > 1 else "", "chunks_updated_date": self.data_date,
                 "deleted_frames": [], "included_frames": None, "storage": "local", "storage_method": "cache",
                 "frames": [{"width": self.width, "height": self.height, "name": n, "related_files": 0} for n in names]}
+
+
+    def backup(self) -> bytes:
+        """The task's backup archive, as CVAT's TaskExporter lays it out."""
+        meta = self.meta()
+        data = {key: meta[key] for key in ("chunk_size", "image_quality", "start_frame", "stop_frame",
+                                           "storage_method", "storage", "deleted_frames")}
+        data.update(chunk_type="imageset", sorting_method="lexicographical")
+        if meta["frame_filter"]:
+            data["frame_filter"] = meta["frame_filter"]
+        manifest = {"name": f"task {self.id}", "bug_tracker": "", "status": "annotation", "subset": "",
+                    "labels": [{"name": label["name"], "color": "#ff0000", "attributes": [], "type": label["type"],
+                                "svg": "", "sublabels": []} for label in self.labels],
+                    "version": "1.0", "data": data,
+                    "jobs": [{"start_frame": 0, "stop_frame": len(self.frames) - 1, "status": "annotation",
+                              "type": "annotation"}]}
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:  # ZIP_STORED, as CVAT writes it
+            if self.upload is not None:
+                archive.writestr(f"data/{self.upload[0]}", self.upload[1])
+            if self.manifest:
+                archive.writestr("data/manifest.jsonl", self.manifest)
+            archive.writestr("task.json", json.dumps(manifest))
+            archive.writestr("annotations.json", json.dumps([self.annotations]))
+        return buffer.getvalue()
 
 
 class Stub:
@@ -67,6 +103,7 @@ class Stub:
         self.log: list[tuple[str, str, dict]] = []
         self.bodies: list[tuple[str, dict]] = []
         self.unexpected: list[str] = []
+        self.backups: list[int] = []  # task ids whose backup was exported
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -77,6 +114,8 @@ class Stub:
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
+                if content_type == "application/zip" and "backup" in self.path:
+                    self.send_header("Content-Disposition", 'attachment; filename="task_backup.zip"')
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -132,6 +171,8 @@ class Stub:
             labels = [dict(label, task_id=task.id, attributes=[], sublabels=[], color="#ff0000", has_parent=False)
                       for label in task.labels]
             return 200, {"count": len(labels), "next": None, "previous": None, "results": labels}
+        if method == "GET" and path.startswith("/api/requests/"):
+            return self._request(unquote(path[len("/api/requests/"):]))
         match = re.fullmatch(r"/api/tasks/(\d+)(/.*)?", path)
         if not match or int(match.group(1)) not in self.tasks:
             return None
@@ -147,7 +188,26 @@ class Stub:
             return 200, self._chunk(task, int(query["number"])), "application/zip"
         if rest == "/annotations":
             return self._annotations(task, method, query, body)
+        if method == "POST" and rest == "/backup/export":
+            self.backups.append(task.id)
+            return 202, {"rq_id": f"export:task-{task.id}-backup-{len(self.backups)}"}
+        if method == "GET" and rest == "/backup/download":
+            return 200, task.backup(), "application/zip"
         return None
+
+    def _request(self, rq_id: str):
+        """A background request (``models.Request``): finished at once, or failed as the task says."""
+        match = re.fullmatch(r"export:task-(\d+)-backup-\d+", rq_id)
+        if not match or int(match.group(1)) not in self.tasks:
+            return None
+        task = self.tasks[int(match.group(1))]
+        failed = task.backup_error is not None
+        return 200, {"status": "failed" if failed else "finished", "id": rq_id, "message": task.backup_error or "",
+                     "operation": {"type": "export:backup", "target": "task", "task_id": task.id, "project_id": None,
+                                   "job_id": None, "format": None, "function_id": None, "lightweight": False},
+                     "created_date": DATE, "started_date": DATE, "finished_date": DATE, "expiry_date": None,
+                     "progress": 1.0, "owner": {"id": 1, "username": "admin"}, "result_id": None,
+                     "result_url": None if failed else f"{self.url}/api/tasks/{task.id}/backup/download?rq_id={rq_id}"}
 
     def _chunk(self, task: StubTask, number: int) -> bytes:
         buffer = io.BytesIO()

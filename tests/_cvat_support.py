@@ -1,16 +1,21 @@
-"""Helpers for the CVAT tests: the shared tiny engine, CVAT-style images and the nuclio main.py files."""
+"""Helpers for the CVAT tests: the shared tiny engine, CVAT-style images and data folders, the nuclio main.py files."""
 from __future__ import annotations
 
 import base64
 import importlib.util
 import io
+import json
+import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from nuclio_sdk import Event
+from nuclio_sdk.event import EventDeserializerKinds
 from PIL import Image
 
+from napari_auralsam2.core.video import open_video
 from napari_auralsam2.cvat.streams import shared_engine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,3 +71,34 @@ def load_main(kind: str):
         sys.path.remove(str(folder))
         sys.modules.pop("model_handler", None)
     return module
+
+
+def video_manifest(path: Path) -> str:
+    """The ``manifest.jsonl`` CVAT writes next to an uploaded video (utils/dataset_manifest)."""
+    with open_video(path) as video:
+        properties = {"name": path.name, "resolution": [video.width, video.height], "length": len(video)}
+    lines = [{"version": "1.0"}, {"type": "video"}, {"properties": properties}, {"number": 0, "pts": 0,
+                                                                                  "checksum": "0" * 32}]
+    return "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines)
+
+
+def cvat_upload(data_dir: Path, data_id: int, video: Path, name: str | None = None) -> Path:
+    """Put a video where CVAT keeps a task's upload: ``<data dir>/data/<id>/raw/<file>`` + manifest."""
+    raw = data_dir / "data" / str(data_id) / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    target = raw / (name or video.name)
+    shutil.copy(video, target)
+    (raw / "manifest.jsonl").write_text(video_manifest(target))
+    return target
+
+
+def nuclio_event(body: bytes, headers: dict[str, str] | None = None, method: str = "POST", path: str = "/") -> Event:
+    """An HTTP request as nuclio's Python wrapper hands it to a handler: the event message
+    deserialized by nuclio_sdk itself (a JSON body is decoded there, or left as bytes if it cannot be)."""
+    headers = {"Content-Type": "application/json"} if headers is None else headers
+    content_type = next((value for key, value in headers.items() if key.lower() == "content-type"), "")
+    message = {"body": body, "content_type": content_type, "trigger": {"kind": "http", "name": "myHttpTrigger"},
+               "fields": {}, "headers": headers, "id": "0", "method": method, "path": path, "size": len(body),
+               "timestamp": 0, "url": path, "shard_id": 0, "num_shards": 0, "type": "", "type_version": "",
+               "version": ""}
+    return Event.deserialize(message, kind=EventDeserializerKinds.msgpack)

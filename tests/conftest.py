@@ -1,16 +1,23 @@
-"""Shared fixtures: small real media files encoded with PyAV (mp4 with/without AAC audio, wav)."""
+"""Shared fixtures: small real media files encoded with PyAV (mp4 with/without AAC audio, wav, a cut mp4)."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 import wave
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
-from napari_auralsam2.core.audio import AudioTrack
-from napari_auralsam2.core.video import write_video
+# napari's settings (the reader preference the plugin sets, among others) go to a throw-away file,
+# never to the user's own napari settings; set before napari reads them
+os.environ.setdefault("NAPARI_CONFIG", os.path.join(tempfile.mkdtemp(prefix="napari-settings-"), "settings.yaml"))
+
+from napari_auralsam2.core.audio import AudioTrack  # noqa: E402
+from napari_auralsam2.core.video import write_video  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -77,4 +84,24 @@ def sample_wav(tmp_path_factory: pytest.TempPathFactory, clip_spec: ClipSpec) ->
         handle.setsampwidth(2)
         handle.setframerate(clip_spec.wav_rate)
         handle.writeframes(clip_spec.wav_samples().astype("<i2").tobytes())
+    return path
+
+
+@pytest.fixture(scope="session")
+def truncated_faststart_mp4(tmp_path_factory: pytest.TempPathFactory, sample_mp4: Path) -> Path:
+    """``sample_mp4`` remuxed index-first ("faststart") and cut inside the packet of its 7th frame in
+    decode order, like a copy still in progress: the index lists all 20 frames, the data holds fewer."""
+    folder = tmp_path_factory.mktemp("truncated")
+    whole = folder / "faststart.mp4"
+    with av.open(str(sample_mp4)) as source, av.open(str(whole), "w", options={"movflags": "faststart"}) as target:
+        streams = {stream.index: target.add_stream_from_template(stream) for stream in source.streams}
+        for packet in source.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                target.mux(packet)
+    with av.open(str(whole)) as container:
+        entry = container.streams.video[0].index_entries[6]
+        cut = entry.pos + entry.size // 2
+    path = folder / "truncated.mp4"
+    path.write_bytes(whole.read_bytes()[:cut])
     return path

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
 from napari_auralsam2.core import audio
 from napari_auralsam2.core.audio import AudioTrack, FrameExamples, frame_examples, waveform_to_examples
 from napari_auralsam2.core.errors import AudioError
+from napari_auralsam2.core.video import load_audio
 
 from ._seeded import seeded_waveform
 
@@ -178,3 +180,30 @@ def test_matches_official_golden_log_mel(case):
         assert ours[:, channel].shape == expected[channel].shape
         np.testing.assert_allclose(ours[:, channel], expected[channel], rtol=0, atol=GOLDEN_TOLERANCE)
     np.testing.assert_array_equal(per_frame, ours)
+
+
+def _float_wav(path: Path, samples: np.ndarray, rate: int = RATE) -> Path:
+    """A 32-bit float mono wav (as audio editors write them), holding ``samples`` exactly."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("pcm_f32le", rate=rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(samples.astype(np.float32)[None], format="flt", layout="mono")
+        frame.sample_rate, frame.pts = rate, 0
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def test_non_finite_samples_are_refused_when_audio_is_read(tmp_path):
+    """NaN/inf would make every log-mel example NaN and every mask empty without a word (issue 14)."""
+    with pytest.raises(AudioError, match="1 samples that are NaN or infinite"):
+        AudioTrack(np.array([[0.0, 0.1], [np.inf, 0.0], [0.2, 0.2]]), RATE)
+    samples = _tone(440.0, 1.0)
+    samples[RATE // 2:RATE // 2 + 10] = np.nan
+    path = _float_wav(tmp_path / "broken.wav", samples)
+    with pytest.raises(AudioError) as error:
+        load_audio(path)
+    message = str(error.value)
+    assert message.startswith("broken.wav: the audio has 10 samples that are NaN or infinite (the first at 0.50 s)")
+    assert "\n" not in message and "re-export" in message
+    clean = _float_wav(tmp_path / "clean.wav", _tone(440.0, 1.0))
+    np.testing.assert_array_equal(load_audio(clean).samples[:, 0], _tone(440.0, 1.0).astype(np.float32))

@@ -117,3 +117,25 @@ def test_unreadable_and_unsafe_files_are_refused(fresh, tmp_path, content, messa
 def test_missing_file_is_named(fresh, tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(fresh, tmp_path / "nope.pth")
+
+
+def test_a_checkpoint_is_classified_by_what_it_holds(source, fresh, tmp_path):
+    """Issue 14: a file of unrelated weights is named as such, not taken for a fuser-only file."""
+    unrelated = tmp_path / "resnet.safetensors"
+    save_file({"conv1.weight": torch.zeros(2), "fc.bias": torch.zeros(1)}, str(unrelated))
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(fresh, unrelated)
+    assert str(error.value).startswith("resnet.safetensors holds none of the weights AuralSAM2 uses "
+                                       "(its names start with conv1, fc): it is not an AuralSAM2 checkpoint")
+    assert "AuralFuser" not in str(error.value)
+    full, vggish = tmp_path / "full.pth", tmp_path / "vggish.pth"
+    torch.save(source.state_dict(), full)
+    torch.save(source.aural_fuser.vgg.state_dict(), vggish)
+    with pytest.raises(CheckpointError, match="full.pth is an AuralSAM2 checkpoint, not a SAM2 checkpoint"):
+        load_checkpoint(fresh, sam2_checkpoint=full)
+    with pytest.raises(CheckpointError, match="vggish.pth is a VGGish checkpoint, not an AuralSAM2 checkpoint"):
+        load_checkpoint(fresh, vggish)
+    with pytest.raises(CheckpointError, match="resnet.safetensors holds none .* it is not a VGGish checkpoint"):
+        load_checkpoint(fresh, vggish_checkpoint=unrelated)
+    with pytest.raises(CheckpointError, match="is a folder, not a checkpoint file"):
+        load_checkpoint(fresh, tmp_path)

@@ -9,7 +9,9 @@ states with ``json.dumps(s, separators=(",", ":"))`` and hands back ``json.loads
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -19,16 +21,31 @@ from nuclio_sdk import Event
 from nuclio_sdk.test import Platform
 
 from napari_auralsam2.core import masks as codec
+from napari_auralsam2.core.sample import make_sample_clip
 from napari_auralsam2.core.video import frames_from_array, open_video
-from napari_auralsam2.cvat.nuclio_handlers import Settings, TrackerModel
+from napari_auralsam2.cvat import fingerprint as fp
+from napari_auralsam2.cvat.fingerprint import FrameNotFoundError
+from napari_auralsam2.cvat.nuclio_handlers import Detector, Settings, StillIndexingError, TrackerModel
 from napari_auralsam2.cvat.payloads import RequestError
 from napari_auralsam2.cvat.streams import MaskStream, frame_by_frame
 from napari_auralsam2.cvat.tracker import TrackStore
 
-from ._cvat_support import FUNCTIONS, KINDS, TEST_ENV, encode, load_main, scene, tiny_engine
+from ._cvat_support import (
+    FUNCTIONS,
+    KINDS,
+    TEST_ENV,
+    cvat_upload,
+    encode,
+    load_main,
+    nuclio_event,
+    scene,
+    tiny_engine,
+)
 
 LAMBDA_TYPES = {"detector", "interactor", "reid", "tracker"}  # FunctionKind in CVAT
 MAX_STATE_BYTES = 100
+#: no timed indexing passes in tests: a request that misses waits for a pass it asks for
+INDEX_ON_DEMAND = {"AURALSAM2_INDEX_INTERVAL_S": "3600", "AURALSAM2_INDEX_WAIT_S": "120"}
 
 
 @pytest.fixture(scope="module")
@@ -37,17 +54,18 @@ def engine():
 
 
 @pytest.fixture(scope="module")
-def volume(tmp_path_factory, sample_mp4):
-    folder = tmp_path_factory.mktemp("videos")
-    shutil.copy(sample_mp4, folder / "task-source.mp4")
+def cvat_data(tmp_path_factory, sample_mp4):
+    """CVAT's data volume with one video task's upload (``data/1/raw/task-source.mp4``)."""
+    folder = tmp_path_factory.mktemp("cvat-data")
+    cvat_upload(folder, 1, sample_mp4, "task-source.mp4")
     return folder
 
 
 @pytest.fixture(scope="module")
-def functions(engine, volume, tmp_path_factory):
+def functions(engine, cvat_data, tmp_path_factory):
     """The three main.py modules, initialised by the platform with the test environment."""
-    env = dict(TEST_ENV, AURALSAM2_VIDEOS=str(volume), AURALSAM2_INDEX_CACHE=str(tmp_path_factory.mktemp("index")),
-               AURALSAM2_TRACKER_CAPACITY="4")
+    env = dict(TEST_ENV, AURALSAM2_CVAT_DATA=str(cvat_data), AURALSAM2_TRACKER_CAPACITY="4",
+               AURALSAM2_INDEX_CACHE=str(tmp_path_factory.mktemp("index")), **INDEX_ON_DEMAND)
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():
             patch.setenv(key, value)
@@ -55,7 +73,9 @@ def functions(engine, volume, tmp_path_factory):
         mains = {kind: load_main(kind) for kind in KINDS}
         for main in mains.values():  # init_context runs on the first call
             platform.call_handler(main.handler, Event(body={}))
-    return platform, mains
+    yield platform, mains
+    for main in mains.values():
+        platform._get_handler_context(main.handler).user_data.model.close()
 
 
 def call(functions, kind: str, body) -> tuple[int, object]:
@@ -92,9 +112,11 @@ def test_function_yaml_carries_what_cvat_reads(kind, config):
     if kind == "detector":
         env = {e["name"]: e["value"] for e in spec["env"]}
         assert labels == [{"id": 0, "name": env["AURALSAM2_LABEL"], "type": "mask"}]
-        (volume,) = spec["volumes"]
+        (volume,) = spec["volumes"]  # CVAT's own data volume (compose project cvat, volume cvat_data)
         mount = volume["volumeMount"]
-        assert mount["readOnly"] is True and mount["mountPath"] == env["AURALSAM2_VIDEOS"]
+        assert volume["volume"]["hostPath"]["path"] == "cvat_cvat_data" and volume["volume"]["name"] == mount["name"]
+        assert mount["readOnly"] is True and mount["mountPath"] == env["AURALSAM2_CVAT_DATA"]
+        assert env["AURALSAM2_VIDEOS"] == ""  # deploy.sh --videos adds a folder of videos
     assert spec["handler"] == "main:handler" and spec["eventTimeout"] == "30s"
     trigger = spec["triggers"]["myHttpTrigger"]
     assert trigger["kind"] == "http" and trigger["attributes"]["maxRequestBodySize"] == 32 * 2**20
@@ -164,6 +186,25 @@ def test_interactor_refuses_oversized_images(functions):
     huge = "A" * (32 * 2**20 + 4)
     code, reply = call(functions, "interactor", {"image": huge, "pos_points": [[1, 1]], "neg_points": []})
     assert code == 413 and "more than" in reply["error"]
+
+
+DEPTH = 100_000
+
+
+def test_interactor_answers_400_to_a_deeply_nested_body(functions):
+    """issue 14 case 9: nuclio cannot decode a 100k-deep JSON body and passes its bytes on."""
+    platform, mains = functions
+    event = nuclio_event(b"[" * DEPTH + b"]" * DEPTH)
+    assert isinstance(event.body, bytes)  # what nuclio_sdk's own decoding leaves
+    response = platform.call_handler(mains["interactor"].handler, event)
+    assert response.status_code == 400 and "nests too deeply" in json.loads(response.body)["error"]
+    nested: list = [[1, 2]]
+    for _ in range(DEPTH):  # a decoded body can hold deep values too: error messages quote them briefly
+        nested = [nested]
+    code, reply = call(functions, "interactor", {"image": encode(scene()), "pos_points": nested, "neg_points": []})
+    assert code == 400 and "[x, y] pairs" in reply["error"] and len(reply["error"]) < 200
+    code, reply = call(functions, "tracker", {"image": encode(scene()), "shapes": [None], "states": [nested]})
+    assert code == 400 and "malformed tracker state" in reply["error"] and len(reply["error"]) < 200
 
 
 # -- tracker -----------------------------------------------------------------------------------
@@ -251,6 +292,23 @@ def test_tracker_errors_are_clear(functions):
     assert code == 400 and "nothing to track" in reply["error"]
 
 
+def test_a_refused_tracker_batch_advances_no_track(functions):
+    """issue 14 case 11: one forged state refuses the batch without moving the valid track, so
+    CVAT's retry with the state it still holds is served, not answered 409."""
+    status, reply = call(functions, "tracker", {"image": encode(scene()), "shapes": [[10, 12, 32, 30]], "states": []})
+    valid = cvat_state_round_trip(reply["states"])[0]
+    forged = {"id": "e" * 32, "step": 0}
+    for states, code in (([valid, forged], 410), ([valid, dict(valid, step=5)], 400), ([valid, valid], 400)):
+        status, reply = call(functions, "tracker", {"image": encode(scene(shift=1)), "shapes": [None, None],
+                                                    "states": states})
+        assert status == code, reply
+    small = encode(scene(height=40))  # a frame of another size for the second track only
+    status, reply = call(functions, "tracker", {"image": small, "shapes": [None, [1, 1, 9, 9]], "states": [valid]})
+    assert status == 400 and "64x40" in reply["error"]
+    status, reply = call(functions, "tracker", {"image": encode(scene(shift=1)), "shapes": [None], "states": [valid]})
+    assert status == 200 and reply["states"] == [{"id": valid["id"], "step": 1}]
+
+
 def test_tracker_memory_is_bounded_and_expires(engine):
     model = TrackerModel(Settings(tracker_capacity=2), engine=engine)
     first = model.handle({"image": encode(scene()), "shapes": [[10, 12, 32, 30]], "states": []})["states"][0]
@@ -269,8 +327,8 @@ def test_tracker_memory_is_bounded_and_expires(engine):
 
 
 # -- detector ----------------------------------------------------------------------------------
-def test_detector_finds_frames_and_keeps_memory_across_calls(functions, volume):
-    with open_video(volume / "task-source.mp4") as video:
+def test_detector_finds_frames_and_keeps_memory_across_calls(functions, cvat_data):
+    with open_video(cvat_data / "data" / "1" / "raw" / "task-source.mp4") as video:
         frames = [video.frame(i) for i in range(6)]
         height, width = video.height, video.width
     segmenter = None
@@ -308,3 +366,70 @@ def test_detector_says_when_a_frame_is_not_in_the_volume(functions):
     assert code == 400 and "threshold" in reply["error"]
     code, reply = call(functions, "detector", {"threshold": 0.5})
     assert code == 400 and "'image'" in reply["error"]
+
+
+def test_detector_picks_up_tasks_created_while_it_runs(functions, cvat_data, tmp_path):
+    """A video task created after the function started: its upload is found without a restart."""
+    clip = make_sample_clip(tmp_path / "concert.mp4", seconds=0.5, fps=10, size=(64, 48), seed=4)
+    cvat_upload(cvat_data, 2, clip.path)
+    with open_video(clip.path) as video:
+        frame = video.frame(2)
+    status, reply = call(functions, "detector", {"image": encode(frame)})
+    assert status == 200 and len(reply) == 1
+    match = _segmenter(functions)._stream_key
+    assert match[0] == cvat_data / "data" / "2" / "raw" / "concert.mp4"
+
+
+def test_detector_serves_good_files_while_one_is_unreadable(engine, sample_mp4, tmp_path, caplog):
+    """issue 14 case 10: a video still being copied into the volume neither stops the function
+    from starting nor fails requests for frames of good files; it is logged once, read when complete."""
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    shutil.copy(sample_mp4, folder / "good.mp4")
+    other = make_sample_clip(tmp_path / "other.mp4", seconds=0.5, fps=10, size=(64, 48), seed=5).path
+    whole = other.read_bytes()
+    copying = folder / "being_copied.mp4"
+    copying.write_bytes(whole[: len(whole) // 2])
+    caplog.set_level(logging.WARNING)
+    model = Detector(Settings(videos=str(folder), index_cache="", index_interval_s=3600, index_wait_s=120),
+                     engine=engine)
+    try:
+        with open_video(sample_mp4) as video:
+            for k in range(3):
+                assert len(model.handle({"image": encode(video.frame(k))})) == 1
+        with pytest.raises(FrameNotFoundError):  # a frame of the partial file: not guessed
+            with open_video(other) as video:
+                model.handle({"image": encode(video.frame(1))})
+        assert sum("being_copied.mp4" in record.getMessage() for record in caplog.records) == 1
+        copying.write_bytes(whole)  # the copy completes
+        with open_video(other) as video:
+            assert len(model.handle({"image": encode(video.frame(1))})) == 1
+    finally:
+        model.close()
+
+
+def test_detector_answers_503_while_a_new_video_is_still_being_indexed(engine, sample_mp4, tmp_path, monkeypatch):
+    """A long new video is indexed in the background: the request that needs it is told to retry."""
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    shutil.copy(sample_mp4, folder / "long.mp4")
+    release, original = threading.Event(), fp.video_fingerprints
+
+    def slow(path):  # stands for a video that takes minutes to read
+        assert release.wait(timeout=300)
+        return original(path)
+
+    monkeypatch.setattr(fp, "video_fingerprints", slow)
+    model = Detector(Settings(videos=str(folder), cvat_data="", index_cache="", index_interval_s=3600,
+                              index_wait_s=0.2), engine=engine)
+    try:
+        with open_video(sample_mp4) as video:
+            frame = encode(video.frame(1))
+        with pytest.raises(StillIndexingError, match=r"1 new video\(s\) are still being indexed \(long.mp4\)"):
+            model.handle({"image": frame})
+        release.set()
+        model.settings.index_wait_s = 120
+        assert len(model.handle({"image": frame})) == 1
+    finally:
+        release.set()
+        model.close()

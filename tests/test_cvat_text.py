@@ -20,6 +20,7 @@ from napari_auralsam2.cvat.streams import shared_engine
 from ._cvat_stub import Stub
 from ._cvat_support import PRESENCE_BIAS, TEST_ENV, encode, load_main, tiny_engine
 from ._tiny_text import write_tiny_text_model
+from .test_cvat_nuclio import INDEX_ON_DEMAND
 from .test_cvat_tracks import methods, run_cli, video_task
 
 GUITAR, DOG = "the man playing guitar", "the dog that is barking"
@@ -50,7 +51,8 @@ def volume(tmp_path_factory, sample_mp4):
 
 def ref_env(volume, text_dir, index) -> dict[str, str]:
     return dict(TEST_ENV, AURALSAM2_RELEASE="refavs", AURALSAM2_TEXT_MODEL=str(text_dir),
-                AURALSAM2_VIDEOS=str(volume), AURALSAM2_INDEX_CACHE=str(index))
+                AURALSAM2_VIDEOS=str(volume), AURALSAM2_CVAT_DATA="", AURALSAM2_INDEX_CACHE=str(index),
+                **INDEX_ON_DEMAND)
 
 
 def test_nuclio_detector_reads_its_text_from_the_environment(ref_engine, volume, text_dir, tmp_path, monkeypatch):
@@ -60,15 +62,18 @@ def test_nuclio_detector_reads_its_text_from_the_environment(ref_engine, volume,
     platform = Platform()
     with open_video(volume / "task-source.mp4") as video:
         frames = [video.frame(i) for i in range(2)]
-    for frame in frames:
-        response = platform.call_handler(main.handler, Event(body={"image": encode(frame)}))
-        reply = json.loads(response.body)
-        assert response.status_code == 200, reply
-        (item,) = reply
-        assert item["label"] == "sounding object" and item["type"] == "mask"
-    model = platform._get_handler_context(main.handler).user_data.model
-    assert model.engine is ref_engine
-    assert model.segmenter._stream.session.state["auralsam2_texts"] == {1: GUITAR}
+    try:
+        for frame in frames:
+            response = platform.call_handler(main.handler, Event(body={"image": encode(frame)}))
+            reply = json.loads(response.body)
+            assert response.status_code == 200, reply
+            (item,) = reply
+            assert item["label"] == "sounding object" and item["type"] == "mask"
+        model = platform._get_handler_context(main.handler).user_data.model
+        assert model.engine is ref_engine
+        assert model.segmenter._stream.session.state["auralsam2_texts"] == {1: GUITAR}
+    finally:
+        platform._get_handler_context(main.handler).user_data.model.close()
 
 
 def test_nuclio_detector_segments_one_object_per_labelled_text(ref_engine, volume, text_dir, tmp_path):
@@ -76,8 +81,11 @@ def test_nuclio_detector_segments_one_object_per_labelled_text(ref_engine, volum
                          {"id": 1, "name": "dog", "type": "mask", "text": DOG}])
     settings = Settings.from_env(dict(ref_env(volume, text_dir, tmp_path), AURALSAM2_LABELS=labels))
     detector = Detector(settings, ref_engine)
-    with open_video(volume / "task-source.mp4") as video:
-        reply = detector.handle({"image": encode(video.frame(0))})
+    try:
+        with open_video(volume / "task-source.mp4") as video:
+            reply = detector.handle({"image": encode(video.frame(0))})
+    finally:
+        detector.close()
     assert [item["label"] for item in reply] == ["guitarist", "dog"]
     texts = [segmenter._stream.session.state["auralsam2_texts"] for _, segmenter in detector.segmenters]
     assert texts == [{1: GUITAR}, {1: DOG}]
@@ -96,8 +104,8 @@ def test_nuclio_detector_settings_fail_at_start_up(ref_engine, volume, text_dir,
 
 
 def test_an_avs_detector_refuses_a_text(volume, tmp_path):
-    settings = Settings.from_env(dict(TEST_ENV, AURALSAM2_VIDEOS=str(volume), AURALSAM2_INDEX_CACHE=str(tmp_path),
-                                      AURALSAM2_TEXT=GUITAR))
+    settings = Settings.from_env(dict(TEST_ENV, AURALSAM2_VIDEOS=str(volume), AURALSAM2_CVAT_DATA="",
+                                      AURALSAM2_INDEX_CACHE=str(tmp_path), AURALSAM2_TEXT=GUITAR))
     with pytest.raises(PromptError, match="AVSBench variant.*cannot read text"):
         Detector(settings, tiny_engine())
 

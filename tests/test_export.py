@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from napari_auralsam2.core import AudioTrack, frames_from_array
+from napari_auralsam2.core import AudioTrack, export, frames_from_array
 from napari_auralsam2.core.errors import AuralSAM2Error
 from napari_auralsam2.core.export import (CONTACT_COLUMNS, ENERGY_BAR_COLOUR, OVERLAY_ALPHA, THUMB_WIDTH, MaskStore,
                                           frame_energies, mask_bbox, object_colour, render_overlay, rle_decode,
@@ -207,3 +207,66 @@ def test_contact_sheet(tmp_path, store, video):
     thumb_h = round(THUMB_WIDTH * H / W)
     assert sheet.size[0] == CONTACT_COLUMNS * THUMB_WIDTH  # 4 segmented frames, one row
     assert sheet.size[1] > thumb_h
+
+
+# -- issue 14: re-runs and interruptions never leave less than was there ------------------------
+def _snapshot(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_an_interrupted_run_goes_beside_an_earlier_one(tmp_path, store, video, masks):
+    earlier = write_masks(store, tmp_path, "png", video)  # a complete run: frames 1-4
+    before = _snapshot(earlier)
+    partial = MaskStore(T, H, W)
+    partial.add(1, {7: masks[1][1]})
+    beside = write_masks(partial, tmp_path, "png", video, interrupted=True)
+    assert beside == tmp_path / "masks-interrupted" and list(_snapshot(beside)) == ["000001.png"]
+    assert _snapshot(earlier) == before
+    npz = write_masks(store, tmp_path, "npz", video).read_bytes()
+    first = write_masks(partial, tmp_path, "npz", video, interrupted=True)
+    second = write_masks(partial, tmp_path, "npz", video, interrupted=True)
+    assert (first.name, second.name) == ("masks-interrupted.npz", "masks-interrupted-2.npz")
+    assert (tmp_path / "masks.npz").read_bytes() == npz
+    with np.load(first) as data:
+        assert data["segmented"].tolist() == [False, True, False, False, False, False]
+    assert write_masks(partial, tmp_path / "new", "coco-rle", video, interrupted=True).name == "masks.json"
+
+
+@pytest.mark.parametrize("fmt", ["png", "npz", "coco-rle"])
+def test_ctrl_c_while_writing_keeps_the_earlier_masks(tmp_path, store, video, masks, monkeypatch, fmt):
+    write_masks(store, tmp_path, fmt, video)
+    before = {p.name: (_snapshot(p) if p.is_dir() else p.read_bytes()) for p in tmp_path.iterdir()}
+    other = MaskStore(T, H, W)
+    for t in (0, 5):
+        other.add(t, {2: masks[1][1]})
+    reader = "masks" if fmt == "coco-rle" else "labels"  # what the writer reads frame by frame
+    real = getattr(MaskStore, reader)
+
+    def interrupted(self, frame_index, *args):
+        if frame_index == 5:  # Ctrl-C half-way through writing
+            raise KeyboardInterrupt
+        return real(self, frame_index, *args)
+
+    monkeypatch.setattr(MaskStore, reader, interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_masks(other, tmp_path, fmt, video)
+    after = {p.name: (_snapshot(p) if p.is_dir() else p.read_bytes()) for p in tmp_path.iterdir()}
+    assert after == before  # nothing lost, nothing half-written left behind
+
+
+def test_an_overlay_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    long = frames_from_array(np.full((60, 32, 32, 3), 100, np.uint8), FPS)  # past the encoder's look-ahead
+    path = write_overlay(tmp_path / "overlay.mp4", long, MaskStore(60, 32, 32))
+    before = path.read_bytes()
+    real, rendered = export.render_overlay, []
+
+    def interrupted(*args, **kwargs):
+        rendered.append(True)
+        if len(rendered) == 50:  # Ctrl-C with frames already encoded
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(export, "render_overlay", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_overlay(path, long, MaskStore(60, 32, 32))
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["overlay.mp4"]

@@ -1,6 +1,8 @@
 """napari host without the model: manifest, reader, sample data, remembered settings."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +54,34 @@ def test_napari_opens_a_video_lazily_with_its_sound(make_napari_viewer, sample_m
     assert abs(float(shown[40, 80].mean()) - float(clip_spec.frame(7)[40, 80].mean())) < 6
 
 
+def test_videos_open_with_this_reader_without_a_dialog_once_the_plugin_was_used(make_napari_viewer, sample_mp4,
+                                                                               tmp_path, notes) -> None:
+    from napari.errors import MultipleReaderError
+    from napari.settings import get_settings
+
+    viewer = make_napari_viewer()
+    with pytest.raises(MultipleReaderError):  # napari's builtin reader claims *.mp4 too: the dialog
+        viewer.open(str(sample_mp4), plugin=None)
+    claimed = reader_mod.claim_video_extensions()  # what the widget, the sample and the reader do
+    assert "*.mp4" in claimed and "*.MOV" in claimed
+    assert any("AuralSAM2 now opens *.mp4" in note and "Preferences" in note for note in notes)
+    (layer,) = viewer.open(str(sample_mp4), plugin=None)  # what File > Open, drag and drop, `napari clip.mp4` do
+    assert layer.metadata[reader_mod.AUDIO_SOURCE_KEY] == str(sample_mp4)
+    assert reader_mod.claim_video_extensions() == []  # said once
+
+    plugins = get_settings().plugins
+    plugins.extension2reader = {"*.mov": "napari"}  # a choice the user made stays theirs
+    assert "*.mov" not in reader_mod.claim_video_extensions()
+    assert plugins.extension2reader["*.mov"] == "napari" and plugins.extension2reader["*.mp4"] == PLUGIN
+
+
+def test_opening_a_video_loads_neither_torch_nor_sam2(sample_mp4: Path) -> None:
+    code = ("import sys; from napari_auralsam2._napari import reader; reader.video_layer_data(reader.open_video("
+            f"{str(sample_mp4)!r})); print(sorted(m for m in ('torch', 'sam2') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+
+
 def test_video_without_sound_opens_with_a_notification(silent_mp4: Path, notes: list[str]) -> None:
     read = reader_mod.get_reader(str(silent_mp4))
     ((data, kwargs, kind),) = read(str(silent_mp4))
@@ -96,3 +126,13 @@ def test_settings_survive_a_restart_and_bad_files(tmp_path: Path, monkeypatch: p
     assert settings.load_settings() == settings.WidgetSettings()
     settings.settings_path().write_text('{"model": 3, "image_size": 256}')
     assert settings.load_settings() == settings.WidgetSettings(image_size=256)
+
+
+def test_a_video_cut_short_opens_with_only_its_readable_frames(truncated_faststart_mp4: Path,
+                                                               notes: list[str]) -> None:
+    """Issue 14: the layer offers only frames that decode, says so, and slicing any of them never raises."""
+    read = reader_mod.get_reader(str(truncated_faststart_mp4))
+    ((data, _, kind),) = read(str(truncated_faststart_mp4))
+    for index in range(data.shape[0]):  # as napari slices: a tuple key per displayed frame
+        assert data[index, :, :].shape == data.shape[1:]
+    assert kind == "image" and any("cut short" in note for note in notes)

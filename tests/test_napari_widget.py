@@ -5,90 +5,21 @@ widget's coordinate conversion, object ids, frame indices and directions are wha
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image as PILImage
 
-from napari.utils.notifications import notification_manager
+from ._napari_support import (ENGINE, FRAME, PLUGIN, RUN_TIMEOUT_MS, answers, docked, engine, notes, press, reference, run,  # noqa: F401
+                             save_screenshot)
 from napari_auralsam2._napari import runner
-from napari_auralsam2._napari.labels import WRITTEN_KEY, masks_to_labels
+from napari_auralsam2._napari.labels import masks_to_labels
 from napari_auralsam2._napari.widget import AuralSAM2Widget
 from napari_auralsam2.core import open_video
 from napari_auralsam2.core.errors import WeightsMissingError
-from napari_auralsam2.core.session import Engine
 
-PLUGIN = "napari-auralsam2"
-ENGINE = runner.EngineSpec(model="hiera_t", image_size=128, weights="random", device="cpu")
-FRAME = 7  # the prompted frame: the fixture's white bar spans x 28..35, y 10..25 there
-RUN_TIMEOUT_MS = 240_000
-SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "images" / "napari_widget.png"
-SCREENSHOT_ENV = "AURALSAM2_UPDATE_SCREENSHOT"
-WINDOW_SIZE = (1280, 960)
-SCREENSHOT_COLOURS = 128
-
-
-@pytest.fixture(scope="module")
-def engine() -> Engine:
-    """Loaded once into the widget's own cache: the widget finds it there and reuses it."""
-    torch.manual_seed(0)
-    return runner.CACHE.get_engine(ENGINE)
-
-
-@pytest.fixture
-def notes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # keep the user's settings out of it
-    messages: list[str] = []
-    callback = lambda n: messages.append(str(n.message))  # noqa: E731
-    notification_manager.notification_ready.connect(callback)
-    yield messages
-    notification_manager.notification_ready.disconnect(callback)
-
-
-@pytest.fixture
-def docked(make_napari_viewer, qtbot, sample_mp4: Path, engine: Engine, notes: list[str]):
-    """A shown viewer with the clip opened by our reader and the widget docked from the manifest."""
-    viewer = make_napari_viewer(show=True)
-    viewer.window._qt_window.resize(*WINDOW_SIZE)
-    (video,) = viewer.open(str(sample_mp4), plugin=PLUGIN)
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "AuralSAM2")
-    f = widget.form
-    f.model.setCurrentText(ENGINE.model)
-    f.image_size.setValue(ENGINE.image_size)
-    f.weights.setCurrentIndex(f.weights.findData(ENGINE.weights))
-    f.device.setCurrentIndex(f.device.findData(ENGINE.device))
-    viewer.dims.set_current_step(0, FRAME)
-    yield viewer, widget, video
-    widget.cancel()  # a failed test must not leave a worker writing into a closed viewer
-    qtbot.waitUntil(lambda: not widget.running, timeout=RUN_TIMEOUT_MS)
-
-
-def run(qtbot, widget, kind: str) -> None:
-    widget.start(kind)
-    assert widget.running and widget.worker is not None
-    qtbot.waitUntil(lambda: not widget.running, timeout=RUN_TIMEOUT_MS)
-
-
-def press(qtbot, viewer, key: str) -> None:
-    """A real key press on the canvas (napari routes it to the active layer's key bindings)."""
-    qtbot.keyClick(viewer.window._qt_viewer.canvas.native, key)
-
-
-def reference(engine: Engine, path: Path, kind: str, prompts=(), start: int = FRAME, object_id: int = 1):
-    """{frame: uint32 labels} from the core session alone."""
-    session = engine.open_session(open_video(path), use_audio=True)
-    height, width = session.height, session.width
-    if kind == "audio":
-        session.add_audio_prompt(start, object_id)
-    masks = {}
-    for obj, kwargs in prompts:
-        masks = session.add_prompt(start, obj, **kwargs)
-    if kind == "frame":
-        return {start: masks_to_labels(masks, height, width)}
-    return {t: masks_to_labels(m, height, width) for t, m in session.propagate(start, "both")}
+SCREENSHOT = "napari_widget.png"
 
 
 def test_clicks_then_propagate_both_ways_fills_every_frame(qtbot, docked, engine, sample_mp4, clip_spec, notes):
@@ -97,10 +28,10 @@ def test_clicks_then_propagate_both_ways_fills_every_frame(qtbot, docked, engine
     assert points is not None and boxes is not None and viewer.layers.selection.active == points
     points.add([[FRAME, 17, 31]])  # object 1, positive, on the bar
     press(qtbot, viewer, "t")  # -> negative
-    assert widget.form.negative.isChecked()
+    assert not widget.form.positive
     points.add([[FRAME, 45, 70]])
     press(qtbot, viewer, "n")  # -> object 2, positive again
-    assert widget.form.object_id.value() == 2 and widget.form.positive.isChecked()
+    assert widget.form.object_id.value == 2 and widget.form.positive
     boxes.add_rectangles(np.array([[FRAME, 30, 50], [FRAME, 30, 90], [FRAME, 60, 90], [FRAME, 60, 50]]))
     assert points.features["object_id"].tolist() == [1, 1]
     assert points.features["label"].astype(str).tolist() == ["positive", "negative"]
@@ -119,8 +50,7 @@ def test_clicks_then_propagate_both_ways_fills_every_frame(qtbot, docked, engine
     expected = reference(engine, sample_mp4, "propagate", prompts)
     assert sorted(expected) == list(range(clip_spec.n_frames))
     np.testing.assert_array_equal(masks.data, np.stack([expected[t] for t in range(clip_spec.n_frames)]))
-    assert sorted(masks.metadata[WRITTEN_KEY]) == list(range(clip_spec.n_frames))
-    assert set(np.unique(masks.data)) <= {0, 1, 2} and "done" in widget.form.status.text()
+    assert set(np.unique(masks.data)) <= {0, 1, 2} and "done: 20 frame(s)" in widget.form.status.text()
 
     # the user fixes frame 3 with napari's brush; a re-run must keep that edit
     viewer.dims.set_current_step(0, 3)
@@ -133,19 +63,20 @@ def test_clicks_then_propagate_both_ways_fills_every_frame(qtbot, docked, engine
     np.testing.assert_array_equal(masks.data[3], edited)
     for t in set(range(clip_spec.n_frames)) - {3}:
         np.testing.assert_array_equal(masks.data[t], expected[t])
-    assert any("kept your edits on frame(s) 3 " in note for note in notes)
     viewer.dims.set_current_step(0, 3)
-    widget.form.clear_frame.click()  # the user's explicit way back: frame 3 is empty and writable again
-    assert not masks.data[3].any() and 3 not in masks.metadata[WRITTEN_KEY]
+    widget.form.clear_frame.clicked.emit()  # the user's explicit way back: frame 3 is empty and writable again
+    assert not masks.data[3].any()
     viewer.dims.set_current_step(0, FRAME)
+    run(qtbot, widget, "propagate")
+    np.testing.assert_array_equal(masks.data[3], expected[3])
 
     # 'new layer' leaves the edited layer alone entirely
-    widget.form.new_layer.setChecked(True)
+    widget.form.new_layer.value = True
     before = masks.data.copy()
     run(qtbot, widget, "frame")
     np.testing.assert_array_equal(masks.data, before)
     assert viewer.layers[-1].name != masks.name and viewer.layers[-1].data[FRAME].any()
-    _save_screenshot(viewer)
+    save_screenshot(viewer, SCREENSHOT)
 
 
 def test_audio_only_follows_the_sound_through_the_video(qtbot, docked, engine, sample_mp4, clip_spec, notes):
@@ -153,14 +84,13 @@ def test_audio_only_follows_the_sound_through_the_video(qtbot, docked, engine, s
     # the track's energy is computed off the GUI thread, then drawn ...
     qtbot.waitUntil(lambda: len(widget.plot.curve.get_xdata()) > 0, timeout=10_000)
     assert widget.plot.marked_time == pytest.approx(FRAME / clip_spec.fps, abs=1e-3)  # ... marked at this frame
-    widget.form.object_id.setValue(3)
+    widget.form.object_id.value = 3
     run(qtbot, widget, "audio")
-    masks = widget.outputs[video.unique_id]
+    masks = widget.work(video).masks_layer()
     expected = reference(engine, sample_mp4, "audio", start=FRAME, object_id=3)
     np.testing.assert_array_equal(masks.data, np.stack([expected[t] for t in range(clip_spec.n_frames)]))
-    assert sorted(masks.metadata[WRITTEN_KEY]) == list(range(clip_spec.n_frames))
     assert set(np.unique(masks.data)) <= {0, 3}
-    assert any("RANDOM WEIGHTS" in note for note in notes)
+    assert not widget.form.random_banner.native.isHidden()  # the model was loaded before: the banner says it
 
 
 def test_cancel_mid_run_keeps_prior_labels_and_the_viewer_usable(qtbot, docked, clip_spec, notes):
@@ -168,19 +98,19 @@ def test_cancel_mid_run_keeps_prior_labels_and_the_viewer_usable(qtbot, docked, 
     points, _ = widget.prompt_layers(video)
     viewer.dims.set_current_step(0, 0)
     points.add([[0, 17, 8]])
-    widget.form.direction.setCurrentText("forward")
+    widget.form.direction.value = "forward"
     run(qtbot, widget, "propagate")
-    masks = widget.outputs[video.unique_id]
+    masks = widget.work(video).masks_layer()
     prior = masks.data.copy()
-    assert sorted(masks.metadata[WRITTEN_KEY]) == list(range(clip_spec.n_frames))
+    assert f"done: {clip_spec.n_frames} frame(s) written" in widget.form.status.text()
 
     points.add([[FRAME, 17, 31]])
     viewer.dims.set_current_step(0, FRAME)
-    widget.form.direction.setCurrentText("both")
+    widget.form.direction.value = "both"
     seen: list[int] = []
     widget.start("propagate")
-    widget.worker.yielded.connect(lambda u: u.kind == "frame" and (seen.append(u.frame), widget.cancel()))
-    assert widget.form.cancel.isEnabled() and not widget.form.propagate.isEnabled()
+    widget.run.worker.yielded.connect(lambda u: u.kind == "frame" and (seen.append(u.frame), widget.cancel()))
+    assert widget.form.cancel.enabled and not widget.form.propagate.enabled
     qtbot.waitUntil(lambda: not widget.running, timeout=RUN_TIMEOUT_MS)
     assert 1 <= len(seen) <= 2 < clip_spec.n_frames  # stopped after the frame in flight
     for t in set(range(clip_spec.n_frames)) - set(seen):
@@ -189,7 +119,7 @@ def test_cancel_mid_run_keeps_prior_labels_and_the_viewer_usable(qtbot, docked, 
     assert masks in viewer.layers and points in viewer.layers and video in viewer.layers
 
     # the viewer and the widget still work
-    assert widget.form.propagate.isEnabled() and not widget.form.cancel.isEnabled()
+    assert widget.form.propagate.enabled and not widget.form.cancel.enabled
     viewer.dims.set_current_step(0, 2)
     qtbot.wait(50)
     assert widget.plot.marked_time == pytest.approx(2 / clip_spec.fps, abs=1e-3)
@@ -202,17 +132,15 @@ def test_errors_become_notifications_and_leave_everything_intact(qtbot, docked, 
                                                                  notes):
     viewer, widget, video = docked
     f = widget.form
-    f.audio_mode.setCurrentIndex(f.audio_mode.findData(runner.AUDIO_FROM_FILE))
-    f.audio_file.edit.setText(str(sample_wav.with_name("missing.wav")))
-    f.audio_file.edit.editingFinished.emit()
+    f.audio_mode.value = runner.AUDIO_FROM_FILE
+    f.audio_file.value = str(sample_wav.with_name("missing.wav"))
     layers = list(viewer.layers)
     run(qtbot, widget, "audio")
     assert "file not found" in notes[-1] and "missing.wav" in notes[-1]
-    assert all(layer in viewer.layers for layer in layers) and not widget.outputs[video.unique_id].data.any()
-    assert f.status.text().startswith("failed") and f.audio_only.isEnabled()
+    assert list(viewer.layers) == layers and widget.work(video).masks_layer() is None  # a failed run adds no layer
+    assert f.status.text().startswith("failed") and f.audio_only.enabled
 
-    f.audio_file.edit.setText(str(sample_wav))  # a picked file is what the plot shows
-    f.audio_file.edit.editingFinished.emit()
+    f.audio_file.value = str(sample_wav)  # a picked file is what the plot shows
     qtbot.waitUntil(lambda: len(widget.plot.curve.get_xdata()) > 0, timeout=10_000)
     wav_seconds = widget.plot.curve.get_xdata()[-1]
     assert wav_seconds == pytest.approx(1.5, abs=0.01)
@@ -220,22 +148,22 @@ def test_errors_become_notifications_and_leave_everything_intact(qtbot, docked, 
     # a video without sound: clicks still work, with a warning instead of an error
     (silent,) = viewer.open(str(silent_mp4), plugin=PLUGIN)
     assert any("no audio track" in note for note in notes)
-    f.video.setCurrentIndex(f.video.findText(silent.name))
-    f.audio_mode.setCurrentIndex(f.audio_mode.findData(runner.AUDIO_FROM_VIDEO))
+    f.video.value = silent
+    f.audio_mode.value = runner.AUDIO_FROM_VIDEO
     points, _ = widget.prompt_layers(silent)
     points.add([[FRAME, 17, 31]])
     run(qtbot, widget, "frame")
     assert "segmenting from the clicks alone" in " ".join(notes)
-    masks = widget.outputs[silent.unique_id]
+    masks = widget.work(silent).masks_layer()
     plain = engine.open_session(open_video(silent_mp4), use_audio=False)
     expected = masks_to_labels(plain.add_prompt(FRAME, 1, points=[(31.5, 17.5)], labels=[1]),
                                plain.height, plain.width)
     np.testing.assert_array_equal(masks.data[FRAME], expected)
-    assert list(masks.metadata[WRITTEN_KEY]) == [FRAME] and f.status.text().startswith("done")
+    assert not np.delete(masks.data, FRAME, axis=0).any() and f.status.text().startswith("done")
 
     again = AuralSAM2Widget(viewer)  # what the widget shows in the next napari session
-    assert (again.form.model.currentData(), again.form.image_size.value(), again.form.weights.currentData(),
-            again.form.device.currentData()) == (ENGINE.model, ENGINE.image_size, ENGINE.weights, ENGINE.device)
+    assert (again.form.model.value, again.form.image_size.value(), again.form.weights.value,
+            again.form.device.value) == (ENGINE.model, ENGINE.image_size, ENGINE.weights, ENGINE.device)
 
 
 def test_error_messages_say_what_to_do() -> None:
@@ -244,19 +172,3 @@ def test_error_messages_say_what_to_do() -> None:
     assert "smaller model" in runner.describe_error(RuntimeError("MPS backend out of memory"))
     missing = runner.describe_error(WeightsMissingError("put auralsam2_avs_v2.pth into /cache"))
     assert missing.startswith("put auralsam2_avs_v2.pth into /cache") and "'random'" in missing
-
-
-def _save_screenshot(viewer) -> None:
-    """The docked widget after a run, for docs/napari.md (refreshed when missing or on request)."""
-    from napari._qt.dialogs.qt_notification import NapariQtNotification
-
-    for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
-        toast.close()  # the pop-ups would cover the canvas
-    viewer.reset_view()
-    shot = viewer.screenshot(canvas_only=False, flash=False)
-    assert shot.ndim == 3 and shot.shape[1] >= WINDOW_SIZE[0] * 0.9 and shot[..., :3].std() > 10
-    if SCREENSHOT.is_file() and not os.environ.get(SCREENSHOT_ENV):
-        return
-    image = PILImage.fromarray(shot[..., :3]).quantize(SCREENSHOT_COLOURS, method=PILImage.Quantize.MEDIANCUT)
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    image.save(SCREENSHOT, optimize=True)

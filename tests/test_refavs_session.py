@@ -102,3 +102,33 @@ def test_clip_forward_conditions_on_the_middle_frame(engine):
     assert not np.allclose(default.masks.numpy(), first.masks.numpy())
     with pytest.raises(PromptError, match="has no text"):
         model.segment_clip(frames, audio)
+
+
+def _blob(video) -> np.ndarray:
+    mask = np.zeros((video.height, video.width), bool)
+    mask[10:30, 20:50] = True
+    return mask
+
+
+def test_a_mask_prompt_carries_the_objects_text(engine, video):
+    """A corrected mask of a Ref-AVS object: its text steers the audio on that frame and keeps it for later."""
+    pointers = {}
+    for text in (GUITAR, DOG):
+        session = engine.open_session(video)
+        session.apply(Prompt(2, 1, mask=_blob(video), text=text))
+        assert session.state["auralsam2_texts"] == {1: text}
+        pointers[text] = session.state["temp_output_dict_per_obj"][0]["cond_frame_outputs"][2]["obj_ptr"]
+    assert (pointers[GUITAR] - pointers[DOG]).abs().max() > 1e-5
+    session.apply(Prompt(4, 1, mask=_blob(video)))  # a later mask without text keeps the object's text
+    assert session.state["auralsam2_texts"] == {1: DOG}
+
+
+def test_a_mask_prompt_without_text_is_refused_unless_the_audio_is_off(engine, video):
+    session = engine.open_session(video)
+    with pytest.raises(PromptError, match="this object has no text") as info:
+        session.apply(Prompt(2, 1, mask=_blob(video)))
+    assert "\n" not in str(info.value) and not session.object_ids
+    session.set_audio_guidance(1, False)  # stock SAM2 for this object: no audio, so no text
+    assert set(session.apply(Prompt(2, 1, mask=_blob(video)))) == {1}
+    with pytest.raises(PromptError, match="a text prompt needs the audio"):
+        session.apply(Prompt(2, 1, mask=_blob(video), text=GUITAR))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import wave
 from pathlib import Path
 
@@ -279,3 +280,39 @@ def test_annotations_must_match_the_video(export_video, tmp_path):
     np.save(tmp_path / "long.npy", np.zeros((40, 48, 64), np.uint8))
     with pytest.raises(DataError, match="pair each annotation"):
         AnnotatedVideoClips(VideoEntry(video, tmp_path / "long.npy"))
+
+
+# -- issue 14: data problems are found up front, in the main process, in a few short lines ------
+def test_avsbench_clips_are_checked_when_the_split_opens(avsbench, tmp_path):
+    root = Path(shutil.copytree(avsbench[0], tmp_path / "AVSBench"))
+    shutil.rmtree(root / "v1m" / "vid_b")  # missing
+    for frame in (root / "v2" / "vid_c" / "frames").iterdir():  # empty
+        frame.unlink()
+    with pytest.raises(DataError) as error:
+        AVSBenchDataset(root, "train")
+    assert str(error.value).startswith("2 of the 3 'train' clips listed in metadata.csv cannot be used")
+    assert len(str(error.value)) < 160
+    assert error.value.details == ["v1m/vid_b: the folder is missing", "v2/vid_c: no frames in frames/"]
+    assert len(AVSBenchDataset(root, "test")) == 1  # the intact split still opens
+
+
+def test_a_binary_metadata_csv_is_one_clear_error(tmp_path):
+    (tmp_path / "metadata.csv").write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(DataError, match=r"metadata.csv is not a text CSV file \(byte 128 is not UTF-8\)"):
+        open_split(tmp_path, "train")
+
+
+def test_every_video_of_a_manifest_is_checked(export_video, tmp_path):
+    video, masks = export_video
+    np.save(tmp_path / "talk.npy", masks[0].astype(np.uint8))
+    (tmp_path / "talk.mp4").write_bytes(video.read_bytes())
+    manifest = tmp_path / "data.csv"
+    manifest.write_text("video,annotations\ntalk.mp4,talk.npy\ngone.mp4,talk.npy\nlost.mp4,talk.npy\n")
+    with pytest.raises(DataError) as error:
+        open_split(manifest, "train")
+    assert str(error.value).startswith("2 of the 3 videos of")
+    assert [d.split(":")[0] for d in error.value.details] == ["gone.mp4", "lost.mp4"]
+    assert all("not found" in d for d in error.value.details)
+    manifest.write_text("video,annotations\ntalk.mp4,\n")
+    with pytest.raises(DataError, match="data.csv line 2 lacks a video or annotations path"):
+        open_split(manifest, "train")

@@ -14,12 +14,14 @@ fuser's audio token (whose constant position encoding has norm ~11); in that set
 not pick up the audio within 100 steps (held-out mIoU 0.24 -> 0.01: all background). The released
 VGGish weights cannot be downloaded here.
 
-Measured 2026-11-26 on the 2-core dev machine, shared with other jobs (1 torch thread, 150 s in
-all): held-out mIoU 0.102 before -> 0.740 after 100 steps (F-score 0.327 -> 0.916); with each
-frame's audio swapped for its neighbour's (the other object's tone) the trained model scores mIoU
-0.013: it segments the object that sounds, not a fixed one. Contrastive loss, mean of the first /
-last 10 steps: 0.401 -> 0.173. 1.14 s per optimizer step (one 2-frame clip, forward + backward +
-AdamW). In exploratory runs the masks first collapse to background (mIoU ~0.02 at step 50) and
+Measured 2026-12-01 on the 2-core dev machine, shared with other jobs (1 torch thread, 222 s in
+all under a load of ~10): held-out mIoU 0.102 before -> 0.686 after 100 steps (F-score 0.327 ->
+0.921); with each frame's audio swapped for its neighbour's (the other object's tone) the trained
+model scores mIoU 0.002: it segments the object that sounds, not a fixed one. Contrastive loss,
+mean of the first / last 10 steps: 0.407 -> 0.189. 1.68 s per optimizer step (one 2-frame clip,
+forward + backward + AdamW; 1.14 s on a quieter machine). (The clip order per epoch comes from a
+`DistributedSampler` and each clip's contrastive sampling from its own seed since 2026-12-01; before,
+the same test measured 0.740, F 0.916, swapped 0.013, contrastive 0.401 -> 0.173.) In exploratory runs the masks first collapse to background (mIoU ~0.02 at step 50) and
 the audio-selected masks emerge around step 60-70.
 """
 from __future__ import annotations

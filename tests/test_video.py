@@ -293,3 +293,86 @@ def test_render_sample_frames_is_deterministic():
     np.testing.assert_array_equal(audio.samples, audio_again.samples)
     assert not np.array_equal(frames, other)
     assert info.path is None and info.frame_times[-1] == pytest.approx(0.8)
+
+
+# -- issue 14: rotated phone videos, files cut short, damaged frames ---------------------------
+def _rotated_clip(path: Path, clip_spec, degrees: float, hflip: bool = False, frames: int = 4) -> Path:
+    """An h264 mp4 of clip_spec's frames whose container asks players to turn/flip it (as phones do)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=int(clip_spec.fps), options={"crf": "18"})
+        stream.width, stream.height, stream.pix_fmt = clip_spec.width, clip_spec.height, "yuv420p"
+        stream.set_display_rotation(degrees, hflip=hflip)
+        for index in range(frames):
+            frame = av.VideoFrame.from_ndarray(clip_spec.frame(index), format="rgb24")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+@pytest.mark.parametrize("degrees, hflip, shown", [
+    (-90, False, lambda image: np.rot90(image, -1)),  # a phone held upright: players turn it clockwise
+    (90, False, lambda image: np.rot90(image, 1)),
+    (180, False, lambda image: np.rot90(image, 2)),
+    (0, True, lambda image: image[:, ::-1]),
+])
+def test_frames_are_given_as_players_show_them(tmp_path, clip_spec, degrees, hflip, shown):
+    path = _rotated_clip(tmp_path / "phone.mp4", clip_spec, degrees, hflip)
+    with open_video(path) as video:
+        expected = shown(clip_spec.frame(2))
+        assert video.shape == (4, *expected.shape)
+        assert np.abs(video.frame(2).astype(float) - expected).mean() < MAX_MEAN_ERROR
+        assert np.abs(video[3].astype(float) - shown(clip_spec.frame(3))).mean() < MAX_MEAN_ERROR
+
+
+def test_a_rotation_that_is_not_a_quarter_turn_is_refused(tmp_path, clip_spec):
+    path = _rotated_clip(tmp_path / "tilted.mp4", clip_spec, 30)
+    with pytest.raises(VideoError, match="turned by 30 degrees") as error:
+        open_video(path)
+    assert "re-encode it upright" in _single_line(error)
+
+
+def test_a_file_cut_short_is_indexed_up_to_its_last_decodable_frame(truncated_faststart_mp4, clip_spec):
+    with open_video(truncated_faststart_mp4) as video:
+        assert 0 < len(video) < clip_spec.n_frames and video.unreadable > 0
+        for index in range(len(video)):  # every indexed frame decodes, and is the right one
+            error = np.abs(video.frame(index).astype(float) - clip_spec.frame(index)).mean()
+            assert error < MAX_MEAN_ERROR, f"frame {index} differs by {error:.1f}"
+        note = video_mod.truncation_note(video)
+        assert f"only its first {len(video)} of {len(video) + video.unreadable} frames" in note
+    with open_video(video_mod.Path(truncated_faststart_mp4).with_name("faststart.mp4")) as whole:
+        assert len(whole) == clip_spec.n_frames and whole.unreadable == 0  # the uncut file is complete
+        assert video_mod.truncation_note(whole) is None
+
+
+def test_indexing_never_raises_on_a_damaged_frame(tmp_path, sample_mp4, clip_spec):
+    """napari slices with video[...]: a frame that cannot be decoded is black (with a warning);
+    video.frame(i), which the session uses, still raises."""
+    data = bytearray(Path(sample_mp4).read_bytes())
+    with av.open(str(sample_mp4)) as container:
+        entries = [(e.pos, e.size, e.is_keyframe) for e in container.streams.video[0].index_entries]
+    pos, size, _ = next(entry for entry in entries[6:] if not entry[2])
+    data[pos:pos + size] = bytes(size)  # a predicted frame's data zeroed
+    path = tmp_path / "damaged.mp4"
+    path.write_bytes(bytes(data))
+    with open_video(path) as video:
+        broken = []
+        for index in range(len(video)):
+            try:
+                video.frame(index)
+            except VideoError:
+                broken.append(index)
+        assert broken
+        with pytest.warns(RuntimeWarning, match=f"showing frame {broken[0]} as black"):
+            shown = video[broken[0]]
+        assert shown.shape == (clip_spec.height, clip_spec.width, 3) and not shown.any()
+        assert video[:, 10:20].shape == (len(video), 10, clip_spec.width, 3)
+        with pytest.raises(VideoError):
+            frames_from_array(video, fps=10).frame(broken[0])  # wrapped, it stays strict
+
+
+def test_a_folder_is_not_a_video_or_audio_file(tmp_path):
+    with pytest.raises(VideoError, match="is a folder; give the video file itself"):
+        open_video(tmp_path)
+    with pytest.raises(AudioError, match="is a folder; give the audio file itself"):
+        load_audio(tmp_path)

@@ -1,25 +1,29 @@
-"""The widget's controls (Qt only, no behaviour): grouped forms the widget wires up."""
+"""The widget's controls, without behaviour: magicgui widgets in titled groups that the widget wires up.
+
+Qt is used only where magicgui has no widget: the group frames, the image-size box (it corrects a
+size SAM2 cannot run at while it is typed) and the status box (several selectable lines).
+"""
 from __future__ import annotations
 
 import torch
-from qtpy.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
-                            QLabel, QLineEdit, QPushButton, QRadioButton, QSpinBox, QVBoxLayout, QWidget)
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, RadioButtons, SpinBox, Widget
+from qtpy.QtGui import QValidator
+from qtpy.QtWidgets import QFrame, QGroupBox, QPlainTextEdit, QSpinBox, QVBoxLayout, QWidget
 
-from ..core.model.auralsam2 import SAM2_CONFIGS
+from ..core.model.auralsam2 import IMAGE_SIZE_MULTIPLE, SAM2_CONFIGS
 from ..core.session import DIRECTIONS
 from .runner import AUDIO_FROM_FILE, AUDIO_FROM_VIDEO, AUDIO_NONE
 
-AUDIO_CHOICES = {AUDIO_FROM_VIDEO: "the video's own sound", AUDIO_FROM_FILE: "an audio file",
-                 AUDIO_NONE: "none (clicks only, plain SAM2)"}
-WEIGHT_CHOICES = {"auto": "pretrained (released or your checkpoints)", "random": "random (pipeline test only)"}
+AUDIO_CHOICES = [("the video's own sound", AUDIO_FROM_VIDEO), ("an audio file", AUDIO_FROM_FILE),
+                 ("none (clicks only, plain SAM2)", AUDIO_NONE)]
+WEIGHT_CHOICES = [("pretrained (released or your checkpoints)", "auto"), ("random (pipeline test only)", "random")]
 IMAGE_SIZE_RANGE = (64, 2048)
-IMAGE_SIZE_STEP = 32
 MAX_OBJECT_ID = 65535
-COMBO_CHARS = 12  # combo boxes may shrink to this many characters (keeps the dock narrow)
-AUDIO_FILTER = "Audio or video (*.wav *.flac *.mp3 *.m4a *.ogg *.opus *.aac *.mp4 *.mov *.mkv *.webm *.avi);;All files (*)"
-CHECKPOINT_FILTER = "Checkpoints (*.pth *.pt *.safetensors);;All files (*)"
+AUDIO_FILTER = "*.wav *.flac *.mp3 *.m4a *.ogg *.opus *.aac *.mp4 *.mov *.mkv *.webm *.avi"
+CHECKPOINT_FILTER = "*.pth *.pt *.safetensors"
 RANDOM_STYLE = "color: #ff5252; font-weight: bold"
-SHORTCUT_HINT = "Click in '… clicks', draw boxes in '… boxes'. Keys: T +/−, N next object."
+SHORTCUT_HINT = ("Click in '… clicks', draw boxes in '… boxes'. Keys (whatever layer is active): "
+                 "T +/− click, N next object, S segment this frame, Shift-S propagate, A audio only, Esc cancel.")
 
 
 def devices() -> list[str]:
@@ -31,47 +35,75 @@ def devices() -> list[str]:
     return found
 
 
-def choice_box(choices: dict[str, str] | list[str]) -> QComboBox:
-    """A combo box whose item data are the keys (or the strings themselves)."""
-    box = QComboBox()
-    box.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
-    box.setMinimumContentsLength(COMBO_CHARS)
-    items = choices.items() if isinstance(choices, dict) else ((c, c) for c in choices)
-    for key, text in items:
-        box.addItem(text, key)
-    return box
+def path_text(edit: FileEdit) -> str:
+    """A FileEdit's path as typed or picked, "" when empty (its `value` would be '.', the working folder)."""
+    return str(edit.line_edit.value).strip()
 
 
-def select(box: QComboBox, key: str) -> None:
-    index = box.findData(key)
-    if index >= 0:
-        box.setCurrentIndex(index)
+class SizeSpinBox(QSpinBox):
+    """A spin box for the model's image size: only multiples of the size SAM2 can run at are kept;
+    anything else typed is rounded to the nearest one when the edit ends."""
 
-
-class PathField(QWidget):
-    """A line edit with a browse button."""
-
-    def __init__(self, caption: str, file_filter: str, placeholder: str = "") -> None:
+    def __init__(self, multiple: int = IMAGE_SIZE_MULTIPLE) -> None:
         super().__init__()
-        self.edit = QLineEdit()
-        self.edit.setPlaceholderText(placeholder)
-        self.browse = QPushButton("…")
-        self.browse.setFixedWidth(28)
-        self.browse.clicked.connect(lambda: self._pick(caption, file_filter))
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.edit)
-        layout.addWidget(self.browse)
+        self.multiple = multiple
+        self.setRange(*IMAGE_SIZE_RANGE)
+        self.setSingleStep(multiple)
 
-    def _pick(self, caption: str, file_filter: str) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, caption, self.edit.text(), file_filter)
-        if path:
-            self.edit.setText(path)
-            self.edit.editingFinished.emit()
+    def validate(self, text: str, pos: int):
+        state, text, pos = super().validate(text, pos)
+        if state == QValidator.Acceptable and int(text) % self.multiple:
+            state = QValidator.Intermediate
+        return state, text, pos
 
-    @property
-    def path(self) -> str:
-        return self.edit.text().strip()
+    def fixup(self, text: str) -> str:
+        try:
+            value = int(text)
+        except ValueError:
+            return str(self.value())
+        value = round(value / self.multiple) * self.multiple
+        return str(min(max(value, self.minimum()), self.maximum()))
+
+    def setValue(self, value: int) -> None:  # noqa: N802 - Qt's name
+        super().setValue(int(self.fixup(str(value))))
+
+
+class StatusBox(QPlainTextEdit):
+    """What the last run did, in full (an error's whole message, not a cut-off toast): read-only, selectable."""
+
+    LINES = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setReadOnly(True)
+        self.setFrameShape(QFrame.NoFrame)
+        self.setFixedHeight(self.fontMetrics().lineSpacing() * self.LINES + 8)
+
+    def setText(self, text: str) -> None:  # noqa: N802 - QLabel's name
+        self.setPlainText(text)
+
+    def text(self) -> str:
+        return self.toPlainText()
+
+
+def row(*widgets: Widget, label: str = "") -> Container:
+    """Widgets side by side (one row of a group, with an optional label)."""
+    return Container(widgets=list(widgets), layout="horizontal", labels=False, label=label)
+
+
+def group(title: str, *widgets: Widget | QWidget) -> QGroupBox:
+    """A titled frame around magicgui widgets (labelled rows) and plain Qt widgets."""
+    box = QGroupBox(title)
+    layout = QVBoxLayout(box)
+    layout.setContentsMargins(6, 6, 6, 6)
+    form = Container(widgets=[w for w in widgets if isinstance(w, Widget)])
+    form.margins = (0, 0, 0, 0)
+    layout.addWidget(form.native)
+    for widget in widgets:
+        if isinstance(widget, QWidget):
+            layout.addWidget(widget)
+    box.form = form  # keeps the magicgui container alive with its frame
+    return box
 
 
 class Form(QWidget):
@@ -79,99 +111,75 @@ class Form(QWidget):
 
     def __init__(self) -> None:
         super().__init__()
+        self.video = ComboBox(label="Video layer", choices=[], nullable=True)
+        self.audio_mode = ComboBox(label="Audio", choices=AUDIO_CHOICES)
+        self.audio_file = FileEdit(label="Audio file", filter=AUDIO_FILTER)
+
+        self.model = ComboBox(label="SAM2 size", choices=list(SAM2_CONFIGS))
+        self.image_size = SizeSpinBox()
+        self.weights = ComboBox(label="Weights", choices=WEIGHT_CHOICES)
+        self.checkpoint = FileEdit(label="AuralSAM2 ckpt", filter=CHECKPOINT_FILTER)
+        self.sam2_checkpoint = FileEdit(label="SAM2 ckpt", filter=CHECKPOINT_FILTER)
+        self.device = ComboBox(label="Device", choices=devices())
+        self.random_banner = Label(value="RANDOM WEIGHTS: pipeline test only")
+        self.random_banner.native.setStyleSheet(RANDOM_STYLE)
+
+        self.object_id = SpinBox(label="Object id", min=1, max=MAX_OBJECT_ID, value=1)
+        self.next_object = PushButton(text="Next object (N)")
+        self.polarity = RadioButtons(label="Clicks (T)", choices=[("positive", True), ("negative", False)],
+                                     orientation="horizontal", value=True)
+        hint = Label(value=SHORTCUT_HINT)
+        hint.native.setWordWrap(True)
+
+        self.direction = ComboBox(label="Propagate", choices=list(DIRECTIONS))
+        self.new_layer = CheckBox(text="write each run to a new Labels layer")
+        self.segment = PushButton(text="Segment frame (S)",
+                                  tooltip="Masks for the clicks/boxes on the current frame only (quick feedback)")
+        self.propagate = PushButton(text="Propagate (⇧S)", tooltip="Track every prompted object from this frame")
+        self.audio_only = PushButton(text="Audio only (A)",
+                                     tooltip="No clicks: the sounding object becomes the current object id, "
+                                             "tracked through the whole video from this frame")
+        self.cancel = PushButton(text="Cancel (Esc)")
+        self.clear_object = PushButton(text="Clear object",
+                                       tooltip="Remove the current object id from this frame of the masks layer "
+                                               "(your edits of it included) so a run may write it again; Ctrl-Z "
+                                               "undoes it")
+        self.clear_frame = PushButton(text="Clear frame",
+                                      tooltip="Empty this frame of the masks layer (your edits included) so a run "
+                                              "may write it again; Ctrl-Z undoes it")
+        self.status = StatusBox()
+
+        size = Container(widgets=[], label="Image size")  # a row holding the Qt size box
+        size.native.layout().addWidget(self.image_size)
+        size.margins = (0, 0, 0, 0)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
-        layout.addWidget(self._video_group())
-        layout.addWidget(self._model_group())
-        layout.addWidget(self._prompt_group())
-        layout.addWidget(self._run_group())
+        for box in (
+            group("Video and sound", self.video, self.audio_mode, self.audio_file),
+            group("Model", self.model, size, self.weights, self.checkpoint, self.sam2_checkpoint, self.device,
+                  self.random_banner),
+            group("Prompts", row(self.object_id, self.next_object, label="Object id"), self.polarity, hint),
+            group("Run", self.direction, self.new_layer, row(self.segment, self.propagate, self.audio_only),
+                  row(self.cancel, self.clear_object, self.clear_frame), self.status),
+        ):
+            layout.addWidget(box)
 
-    def _video_group(self) -> QGroupBox:
-        group, form = _group("Video and sound")
-        self.video = choice_box([])
-        self.audio_mode = choice_box(AUDIO_CHOICES)
-        self.audio_file = PathField("Audio for this video", AUDIO_FILTER, "wav, mp3, m4a… or a video")
-        form.addRow("Video layer", self.video)
-        form.addRow("Audio", self.audio_mode)
-        form.addRow("Audio file", self.audio_file)
-        return group
+    @property
+    def positive(self) -> bool:
+        return bool(self.polarity.value)
 
-    def _model_group(self) -> QGroupBox:
-        group, form = _group("Model")
-        self.model = choice_box(list(SAM2_CONFIGS))
-        self.image_size = QSpinBox()
-        self.image_size.setRange(*IMAGE_SIZE_RANGE)
-        self.image_size.setSingleStep(IMAGE_SIZE_STEP)
-        self.weights = choice_box(WEIGHT_CHOICES)
-        self.checkpoint = PathField("AuralSAM2 checkpoint", CHECKPOINT_FILTER, "released file if empty")
-        self.sam2_checkpoint = PathField("SAM2 checkpoint", CHECKPOINT_FILTER, "released file if empty")
-        self.device = choice_box(devices())
-        self.random_banner = QLabel("RANDOM WEIGHTS: pipeline test only")
-        self.random_banner.setStyleSheet(RANDOM_STYLE)
-        form.addRow("SAM2 size", self.model)
-        form.addRow("Image size", self.image_size)
-        form.addRow("Weights", self.weights)
-        form.addRow("AuralSAM2 ckpt", self.checkpoint)
-        form.addRow("SAM2 ckpt", self.sam2_checkpoint)
-        form.addRow("Device", self.device)
-        form.addRow(self.random_banner)
-        return group
+    @property
+    def audio_path(self) -> str:
+        return path_text(self.audio_file)
 
-    def _prompt_group(self) -> QGroupBox:
-        group, form = _group("Prompts")
-        self.object_id = QSpinBox()
-        self.object_id.setRange(1, MAX_OBJECT_ID)
-        self.next_object = QPushButton("Next object (N)")
-        row = QHBoxLayout()
-        row.addWidget(self.object_id)
-        row.addWidget(self.next_object)
-        self.positive = QRadioButton("positive")
-        self.negative = QRadioButton("negative")
-        self.positive.setChecked(True)
-        self.polarity = QButtonGroup(self)
-        self.polarity.addButton(self.positive)
-        self.polarity.addButton(self.negative)
-        polarity = QHBoxLayout()
-        polarity.addWidget(self.positive)
-        polarity.addWidget(self.negative)
-        hint = QLabel(SHORTCUT_HINT)
-        hint.setWordWrap(True)
-        form.addRow("Object id", row)
-        form.addRow("Clicks (T)", polarity)
-        form.addRow(hint)
-        return group
+    @property
+    def checkpoint_path(self) -> str:
+        return path_text(self.checkpoint)
 
-    def _run_group(self) -> QGroupBox:
-        group, form = _group("Run")
-        self.direction = choice_box(list(DIRECTIONS))
-        self.new_layer = QCheckBox("write each run to a new Labels layer")
-        self.segment = QPushButton("Segment this frame")
-        self.propagate = QPushButton("Propagate")
-        self.audio_only = QPushButton("Audio only")
-        self.cancel = QPushButton("Cancel")
-        self.clear_frame = QPushButton("Clear frame")
-        self.segment.setToolTip("Masks for the clicks/boxes on the current frame only (quick feedback)")
-        self.propagate.setToolTip("Track every prompted object from the current frame")
-        self.audio_only.setToolTip("No clicks: segment the sounding object through the whole video "
-                                   "(object id above), starting at the current frame")
-        self.clear_frame.setToolTip("Empty the current frame of the masks layer so a run may fill it again")
-        first, second = QHBoxLayout(), QHBoxLayout()
-        for button in (self.segment, self.propagate, self.audio_only):
-            first.addWidget(button)
-        for button in (self.cancel, self.clear_frame):
-            second.addWidget(button)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        form.addRow("Propagate", self.direction)
-        form.addRow(self.new_layer)
-        form.addRow(first)
-        form.addRow(second)
-        form.addRow(self.status)
-        return group
+    @property
+    def sam2_checkpoint_path(self) -> str:
+        return path_text(self.sam2_checkpoint)
 
 
-def _group(title: str) -> tuple[QGroupBox, QFormLayout]:
-    group = QGroupBox(title)
-    form = QFormLayout(group)
-    form.setContentsMargins(6, 6, 6, 6)
-    return group, form
+def set_path(edit: FileEdit, text: str) -> None:
+    edit.line_edit.value = text  # not `value`, which turns "" into the working folder

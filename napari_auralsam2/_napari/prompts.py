@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from napari.layers import Image, Points, Shapes
 
+from ..core.objects import Prompts
 from ..core.session import Prompt
 
 POSITIVE, NEGATIVE = "positive", "negative"
@@ -21,9 +22,6 @@ TEXT_SIZE = 10
 PIXEL_CENTRE = 0.5
 POINTS_SUFFIX = " clicks"
 BOXES_SUFFIX = " boxes"
-
-
-Prompts = dict[int, dict[int, Prompt]]  # frame -> object id -> the core's prompt
 
 
 def _text() -> dict:
@@ -49,6 +47,24 @@ def make_boxes_layer(video: Image, object_id: int) -> Shapes:
     return Shapes(ndim=3, name=video.name + BOXES_SUFFIX, features=features,
                   feature_defaults={"object_id": object_id}, edge_color=BOX_COLOUR, face_color="transparent",
                   edge_width=BOX_EDGE_WIDTH, text=_text(), **_geometry(video))
+
+
+def remove_object(points: Points | None, boxes: Shapes | None, object_id: int) -> None:
+    """Delete an object's clicks and boxes from the prompt layers."""
+    for layer in (points, boxes):
+        if layer is not None and len(layer.data):
+            rows = np.flatnonzero(layer.features["object_id"].to_numpy() == object_id)
+            if rows.size:
+                layer.selected_data = set(rows.tolist())
+                layer.remove_selected()
+
+
+def clear_all(points: Points | None, boxes: Shapes | None) -> None:
+    """Delete every click and box."""
+    for layer in (points, boxes):
+        if layer is not None and len(layer.data):
+            layer.selected_data = set(range(len(layer.data)))
+            layer.remove_selected()
 
 
 def defaults(object_id: int, positive: bool) -> dict:

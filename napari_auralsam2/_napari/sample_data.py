@@ -12,7 +12,7 @@ from platformdirs import user_cache_dir
 
 from ..core import open_video
 from ..core.sample import make_sample_clip
-from .reader import LayerData, video_layer_data
+from .reader import LayerData, claim_video_extensions, video_layer_data
 
 APP_NAME = "napari-auralsam2"
 SAMPLE_SECONDS = 6.0
@@ -42,4 +42,5 @@ def ensure_sample_clip() -> Path:
 
 def sample_clip() -> list[LayerData]:
     """The sample clip as a lazy video layer with its sound (npe2 sample-data command)."""
+    claim_video_extensions()
     return [video_layer_data(open_video(ensure_sample_clip()), name=SAMPLE_NAME)]

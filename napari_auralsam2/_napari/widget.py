@@ -1,125 +1,214 @@
 """The AuralSAM2 dock widget: pick a video and its sound, click objects (or not), get masklets as Labels.
 
-Model work runs in a napari worker (`create_worker`) so the viewer stays live; each finished
-frame is written into the Labels layer from the GUI thread as it arrives, under the rule in
-`labels.py` that never overwrites frames the user edited. Selecting a layer does no model work.
+Model work runs in a napari worker (`create_worker`) so the viewer stays live; each finished frame
+is shown in the Labels layer from the GUI thread as it arrives and the whole run becomes one step of
+the layer's undo history when it ends (`labels.py`), writing only what the user has not edited
+(`ledger.py`). Every run ends — finished, cancelled or failed — with the widget ready again. The dock
+owns its runs and its session: closing it cancels the run in flight, waits for it to stop and lets go
+of every viewer event, key and layer it used.
 """
 from __future__ import annotations
 
 import logging
-import threading
 from typing import TYPE_CHECKING
 
 import numpy as np
+from magicgui.widgets import ComboBox, Container, PushButton
 from napari.layers import Image, Labels, Points, Shapes
 from napari.qt.threading import create_worker
-from napari.utils import progress
-from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtWidgets import QVBoxLayout, QWidget
+from qtpy.QtCore import QEvent, QTimer
+from qtpy.QtWidgets import QGroupBox, QVBoxLayout, QWidget
 
-from ..core.weights import RANDOM_WEIGHTS_BANNER
-from . import labels as labels_io
+from ..core.export import FORMATS
 from .audio_plot import AudioPlot, energy_envelope
-from .form import Form, select
-from .prompts import BOXES_SUFFIX, POINTS_SUFFIX, collect_prompts, defaults, make_boxes_layer, make_points_layer
-from .reader import AUDIO_SOURCE_KEY, FPS_KEY, VIDEO_PATH_KEY
-from .runner import (AUDIO_FROM_FILE, CACHE, DEFAULT_FPS, EngineSpec, Job, Update, VideoSpec, audio_and_times,
-                     describe_error, is_out_of_memory, run_job)
+from .form import Form, set_path
+from .keys import Shortcuts
+from .objects_panel import ObjectsPanel
+from .prompts import BOXES_SUFFIX, POINTS_SUFFIX, defaults, make_boxes_layer, make_points_layer
+from .reader import AUDIO_SOURCE_KEY, FPS_KEY, VIDEO_PATH_KEY, claim_video_extensions
+from .runner import AUDIO_FROM_FILE, DEFAULT_FPS, SessionSlot, VideoSpec, audio_and_times
 from .settings import WidgetSettings, load_settings, save_settings
+from .sound import SoundControls
+from .widget_runs import Run, RunsMixin
+from .widget_work import WorkMixin, ask, pick_folder
+from .work import VideoWork
 
 if TYPE_CHECKING:
     import napari
 
 LOGGER = logging.getLogger(__name__)
-TOGGLE_KEY, NEXT_OBJECT_KEY = "t", "n"
-RUN_TITLES = {"frame": "AuralSAM2: segmenting this frame", "propagate": "AuralSAM2: propagating",
-              "audio": "AuralSAM2: following the sound"}
+STOP_WAIT_S = 120.0  # closing the dock waits this long for the frame in flight
+REFRESH_DELAY_MS = 300  # the objects panel follows edits after this pause (counting frames reads every frame)
 
 
-def _load_envelope(spec: VideoSpec) -> tuple:
-    """(envelope or None, frame times, note) for the audio plot, off the GUI thread."""
+def _load_sound(spec: VideoSpec) -> tuple:
+    """(track or None, envelope or None, frame times, note) for the plot and the player, off the GUI thread."""
     try:
         track, times = audio_and_times(spec)
     except Exception as error:  # the plot only informs; a run reports the same problem as an error
-        return None, np.arange(spec.frames.shape[0]) / spec.fps, f"audio unreadable: {error}"
-    return (None if track is None else energy_envelope(track)), times, "no audio"
+        return None, None, np.arange(spec.frames.shape[0]) / spec.fps, f"audio unreadable: {error}"
+    return track, (None if track is None else energy_envelope(track)), times, "no audio"
 
 
-class AuralSAM2Widget(QWidget):
+class AuralSAM2Widget(RunsMixin, WorkMixin, QWidget):
     """Dock widget driving the core segmentation session from napari layers."""
 
-    def __init__(self, napari_viewer: "napari.viewer.Viewer") -> None:
+    ask = staticmethod(ask)  # yes/no questions and folder choices go through these (tests replace them)
+    pick_folder = staticmethod(pick_folder)
+
+    def __init__(self, napari_viewer: "napari.viewer.Viewer", sound_backend=None) -> None:
         super().__init__()
         self.viewer = napari_viewer
         self.form = Form()
+        self.objects = ObjectsPanel()
         self.plot = AudioPlot()
+        self.sound = SoundControls(self.viewer, self._shown_frame, backend=sound_backend)
+        self.save_button = PushButton(text="Save", tooltip="Save this video's work beside it "
+                                                           "(<video>.auralsam2.npz); it is then saved after every "
+                                                           "run and commit, and offered back when the video is opened")
+        self.export_format = ComboBox(choices=list(FORMATS), value="png", tooltip="Export format")
+        self.export_button = PushButton(text="Export…", tooltip="Write the masks (committed and working) "
+                                                                "into a folder you pick")
+        files = Container(widgets=[self.save_button, self.export_format, self.export_button], layout="horizontal",
+                          labels=False)
+        objects, work = QGroupBox("Objects"), QGroupBox("Sound and files")
+        QVBoxLayout(objects).addWidget(self.objects)
+        work_layout = QVBoxLayout(work)
+        for part in (self.sound.container, files):
+            work_layout.addWidget(part.native)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.form)
+        layout.addWidget(objects)
+        layout.addWidget(work)
         layout.addWidget(self.plot)
         layout.addStretch(1)
-        self.worker = None
-        self.running = False
-        self.cancel_event = threading.Event()
-        self.progress_bar: progress | None = None
-        self.output: Labels | None = None
-        self.kept: list[int] = []
-        self.written = 0
-        self.failed = False
-        self.outputs: dict = {}  # video layer's unique_id -> the masks layer last written for it
+        self._files_row = files
+        self.run: Run | None = None
+        self.slot = SessionSlot()  # this dock's session, never shared with another dock
+        self.works: dict = {}  # video layer's unique_id -> its VideoWork
+        self.closed = False
+        self._named_layers: list = []  # layers whose name events we follow
+        self._hooks: list = []  # (emitter, callback) this dock connected on layers
+        self._refresh_timer = QTimer(self)
+        self._refresh_timer.setSingleShot(True)
+        self._refresh_timer.setInterval(REFRESH_DELAY_MS)
+        self._refresh_timer.timeout.connect(self.refresh_objects)
         self._plot_token = 0
+        live = self._live_runs = []  # for the destroyed signal, which must not reach back into self
+        self.destroyed.connect(lambda *_: [run.cancel.set() for run in live])
+        self.shortcuts = Shortcuts(self.viewer, {
+            "t": self.toggle_polarity, "n": self.next_object, "s": lambda: self.start("frame"),
+            "Shift-S": lambda: self.start("propagate"), "a": lambda: self.start("audio"), "Escape": self.cancel},
+            running=lambda: self.running)
         self._apply_settings(load_settings())
         self._connect()
         self._refresh_layers()
         self._set_busy(False)
+        claim_video_extensions()
+
+    @property
+    def running(self) -> bool:
+        return self.run is not None
 
     # -- wiring --------------------------------------------------------------------------------
     def _connect(self) -> None:
         f = self.form
-        for box in (f.model, f.weights, f.device, f.direction, f.audio_mode):
-            box.currentIndexChanged.connect(self._settings_changed)
-        for edit in (f.checkpoint.edit, f.sam2_checkpoint.edit, f.audio_file.edit):
-            edit.editingFinished.connect(self._settings_changed)
+        for control in (f.model, f.weights, f.device, f.direction, f.audio_mode, f.checkpoint, f.sam2_checkpoint,
+                        f.audio_file, f.new_layer):
+            control.changed.connect(self._settings_changed)
         f.image_size.valueChanged.connect(self._settings_changed)
-        f.new_layer.toggled.connect(self._settings_changed)
-        f.audio_mode.currentIndexChanged.connect(self._refresh_audio)
-        f.audio_file.edit.editingFinished.connect(self._refresh_audio)
-        f.video.currentIndexChanged.connect(self._video_changed)
-        f.object_id.valueChanged.connect(self._prompt_defaults_changed)
-        f.positive.toggled.connect(self._prompt_defaults_changed)
+        f.audio_mode.changed.connect(self._refresh_audio)
+        f.audio_file.changed.connect(self._refresh_audio)
+        f.video.changed.connect(self._video_changed)
+        f.object_id.changed.connect(self._prompt_defaults_changed)
+        f.polarity.changed.connect(self._prompt_defaults_changed)
         f.next_object.clicked.connect(self.next_object)
         f.segment.clicked.connect(lambda: self.start("frame"))
         f.propagate.clicked.connect(lambda: self.start("propagate"))
         f.audio_only.clicked.connect(lambda: self.start("audio"))
         f.cancel.clicked.connect(self.cancel)
-        f.clear_frame.clicked.connect(self.clear_current_frame)
+        f.clear_object.clicked.connect(lambda: self.clear_current_frame(only_object=True))
+        f.clear_frame.clicked.connect(lambda: self.clear_current_frame())
+        o = self.objects
+        o.on_select = self.select_object
+        o.on_rename = lambda k, name: setattr(self._video_work().book.get(k), "name", name)
+        o.on_audio = lambda k, on: setattr(self._video_work().book.get(k), "audio_guidance", on)
+        o.jump.clicked.connect(self.jump_to_prompt)
+        o.rerun.clicked.connect(lambda: self.start("object"))
+        o.correct.clicked.connect(lambda: self.start("correct"))
+        o.delete.clicked.connect(self.delete_object)
+        o.commit.clicked.connect(self.commit_object)
+        o.reset.clicked.connect(self.reset_objects)
+        self.save_button.clicked.connect(self.save)
+        self.export_button.clicked.connect(self.export)
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self.viewer.dims.events.current_step.connect(self._step_changed)
 
+    def _disconnect(self) -> None:
+        self.viewer.layers.events.inserted.disconnect(self._refresh_layers)
+        self.viewer.layers.events.removed.disconnect(self._refresh_layers)
+        self.viewer.dims.events.current_step.disconnect(self._step_changed)
+        for layer in self._named_layers:
+            layer.events.name.disconnect(self._refresh_layers)
+        self._named_layers.clear()
+        for emitter, callback in self._hooks:
+            emitter.disconnect(callback)
+        self._hooks.clear()
+        self._refresh_timer.stop()
+        self.shortcuts.release()
+        self.sound.close()
+
+    def event(self, event: QEvent) -> bool:
+        # napari takes the widget out of its dock (parent None) when the dock is closed or removed
+        if event.type() == QEvent.ParentChange and self.parent() is None:
+            self.close_down()
+        return super().event(event)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        self.close_down()
+        super().closeEvent(event)
+
+    def close_down(self) -> None:
+        """Cancel the run in flight, wait for it to stop, keep what it wrote, let go of the viewer."""
+        if self.closed:
+            return
+        self.closed = True
+        run, self.run = self.run, None
+        stopped = True
+        if run is not None:
+            run.cancel.set()
+            stopped = run.stopped.wait(STOP_WAIT_S)
+            if not stopped:
+                LOGGER.warning("AuralSAM2: the run did not stop within %.0f s of closing the dock", STOP_WAIT_S)
+            self._end_run(run)
+        self._disconnect()
+        if stopped:
+            self.slot.close()
+
     def _apply_settings(self, s: WidgetSettings) -> None:
         f = self.form
-        select(f.model, s.model)
+        for control, value in ((f.model, s.model), (f.weights, s.weights), (f.device, s.device),
+                               (f.direction, s.direction)):
+            if value in control.choices:
+                control.value = value
         f.image_size.setValue(s.image_size)
-        select(f.weights, s.weights)
-        f.checkpoint.edit.setText(s.checkpoint)
-        f.sam2_checkpoint.edit.setText(s.sam2_checkpoint)
-        select(f.device, s.device)
-        select(f.direction, s.direction)
-        f.new_layer.setChecked(s.new_layer_each_run)
-        f.random_banner.setVisible(s.weights == "random")
+        set_path(f.checkpoint, s.checkpoint)
+        set_path(f.sam2_checkpoint, s.sam2_checkpoint)
+        f.new_layer.value = s.new_layer_each_run
+        f.random_banner.visible = s.weights == "random"
 
     def current_settings(self) -> WidgetSettings:
         f = self.form
-        return WidgetSettings(model=f.model.currentData(), image_size=f.image_size.value(),
-                              weights=f.weights.currentData(), checkpoint=f.checkpoint.path,
-                              sam2_checkpoint=f.sam2_checkpoint.path, device=f.device.currentData(),
-                              direction=f.direction.currentData(), new_layer_each_run=f.new_layer.isChecked())
+        return WidgetSettings(model=f.model.value, image_size=f.image_size.value(), weights=f.weights.value,
+                              checkpoint=f.checkpoint_path, sam2_checkpoint=f.sam2_checkpoint_path,
+                              device=f.device.value, direction=f.direction.value, new_layer_each_run=f.new_layer.value)
 
     def _settings_changed(self, *_) -> None:
         settings = self.current_settings()
-        self.form.random_banner.setVisible(settings.weights == "random")
-        self.form.audio_file.setEnabled(self.form.audio_mode.currentData() == AUDIO_FROM_FILE)
+        self.form.random_banner.visible = settings.weights == "random"
+        self.form.audio_file.enabled = self.form.audio_mode.value == AUDIO_FROM_FILE and not self.running
         save_settings(settings)
 
     # -- layers --------------------------------------------------------------------------------
@@ -128,28 +217,53 @@ class AuralSAM2Widget(QWidget):
         return [layer for layer in self.viewer.layers if isinstance(layer, Image) and layer.ndim == 3]
 
     def video_layer(self) -> Image | None:
-        layer = self.form.video.currentData()
+        layer = self.form.video.value
         return layer if layer is not None and layer in self.viewer.layers else None
 
     def _refresh_layers(self, *_) -> None:
-        box, current = self.form.video, self.form.video.currentData()
+        if self.closed:
+            return
+        box, current = self.form.video, self.form.video.value
         layers = self.video_layers()
-        box.blockSignals(True)
-        box.clear()
+        with box.changed.blocked():
+            box.choices = [(layer.name, layer) for layer in layers]
+            box.value = current if any(current is layer for layer in layers) else (layers[0] if layers else None)
         for layer in layers:
-            box.addItem(layer.name, layer)
-            layer.events.name.connect(self._refresh_layers)  # connecting twice is a no-op
-        if current in layers:
-            box.setCurrentIndex(layers.index(current))
-        box.blockSignals(False)
-        if box.currentData() != current:
+            if all(layer is not seen for seen in self._named_layers):
+                layer.events.name.connect(self._refresh_layers)
+                self._named_layers.append(layer)
+        if box.value is not current:
             self._video_changed()
 
     def _video_changed(self, *_) -> None:
         video = self.video_layer()
-        if video is not None and not self._busy():
-            self.prompt_layers(video, create=True)
+        if video is not None and not self.running:
+            points, _ = self.prompt_layers(video, create=True)
+            if points is not None and len(points.feature_defaults):  # a reopened dock goes on where it was
+                self.form.object_id.value = int(points.feature_defaults["object_id"].iloc[0])
+            self.offer_restore(video)
         self._refresh_audio()
+        self.refresh_objects()
+
+    def work(self, video: Image) -> VideoWork:
+        """The annotation of a video layer (its objects, masks and committed layers)."""
+        if video.unique_id not in self.works:
+            self.works[video.unique_id] = VideoWork(self.viewer, video)
+        return self.works[video.unique_id]
+
+    def _video_work(self) -> VideoWork | None:
+        video = self.video_layer()
+        return self.work(video) if video is not None else None
+
+    def _follow(self, emitter) -> None:
+        """Refresh the objects panel (after a pause) when the emitter fires; undone on close."""
+        if all(emitter is not seen for seen, _ in self._hooks):
+            emitter.connect(self._schedule_refresh)
+            self._hooks.append((emitter, self._schedule_refresh))
+
+    def _schedule_refresh(self, *_) -> None:
+        if not self.closed and not self.running:
+            self._refresh_timer.start()
 
     def _named(self, name: str, kind: type):
         layer = self.viewer.layers[name] if name in self.viewer.layers else None
@@ -160,24 +274,24 @@ class AuralSAM2Widget(QWidget):
         points = self._named(video.name + POINTS_SUFFIX, Points)
         boxes = self._named(video.name + BOXES_SUFFIX, Shapes)
         if create and boxes is None:
-            boxes = self.viewer.add_layer(make_boxes_layer(video, self.form.object_id.value()))
-            boxes.bind_key(NEXT_OBJECT_KEY, lambda _layer: self.next_object(), overwrite=True)
+            boxes = self.viewer.add_layer(make_boxes_layer(video, self.form.object_id.value))
         if create and points is None:
-            points = self.viewer.add_layer(make_points_layer(video, self.form.object_id.value(),
-                                                             self.form.positive.isChecked()))
-            points.bind_key(TOGGLE_KEY, lambda _layer: self.toggle_polarity(), overwrite=True)
-            points.bind_key(NEXT_OBJECT_KEY, lambda _layer: self.next_object(), overwrite=True)
+            points = self.viewer.add_layer(make_points_layer(video, self.form.object_id.value,
+                                                             self.form.positive))
             points.mode = "add"
             self.viewer.layers.selection.active = points
+        for layer in (points, boxes):
+            if layer is not None:
+                self.shortcuts.bind_layer(layer)
+                self._follow(layer.events.data)
         return points, boxes
 
     def output_layer(self, video: Image) -> Labels:
-        """The masks layer this run writes to: the last one for this video, or a new one."""
-        layer = self.outputs.get(video.unique_id)
-        if self.form.new_layer.isChecked() or layer is None or layer not in self.viewer.layers \
-                or not labels_io.fits(layer, video):
-            layer = self.viewer.add_layer(labels_io.make_labels_layer(video))
-            self.outputs[video.unique_id] = layer
+        """The masks layer a run writes to (a new one when asked), added without changing the active layer."""
+        layer = self.work(video).masks_layer(create=True, new=self.form.new_layer.value)
+        self.shortcuts.bind_layer(layer)
+        for emitter in (layer.events.set_data, layer.events.paint):  # undo/redo and the user's strokes
+            self._follow(emitter)
         return layer
 
     def current_frame(self, video: Image) -> int:
@@ -190,31 +304,31 @@ class AuralSAM2Widget(QWidget):
         if video is None:
             return
         points, boxes = self.prompt_layers(video)
-        object_id = self.form.object_id.value()
+        object_id = self.form.object_id.value
         if points is not None:
-            points.feature_defaults = defaults(object_id, self.form.positive.isChecked())
+            points.feature_defaults = defaults(object_id, self.form.positive)
         if boxes is not None:
             boxes.feature_defaults = {"object_id": object_id}
 
     def toggle_polarity(self) -> None:
-        (self.form.negative if self.form.positive.isChecked() else self.form.positive).setChecked(True)
+        self.form.polarity.value = not self.form.positive
 
     def next_object(self) -> None:
         """Switch to a new object id: one above every id in use."""
-        used = [self.form.object_id.value()]
+        used = [self.form.object_id.value]
         video = self.video_layer()
         for layer in self.prompt_layers(video) if video is not None else ():
             if layer is not None and len(layer.features):
                 used.append(int(layer.features["object_id"].max()))
-        self.form.object_id.setValue(max(used) + 1)
-        self.form.positive.setChecked(True)
+        self.form.object_id.value = max(used) + 1
+        self.form.polarity.value = True
 
     # -- audio plot ----------------------------------------------------------------------------
     def video_spec(self, video: Image) -> VideoSpec:
         meta = video.metadata
         return VideoSpec(layer_id=video.unique_id, path=meta.get(VIDEO_PATH_KEY), frames=video.data,
-                         fps=float(meta.get(FPS_KEY) or DEFAULT_FPS), audio_mode=self.form.audio_mode.currentData(),
-                         audio_file=self.form.audio_file.path, audio_source=meta.get(AUDIO_SOURCE_KEY))
+                         fps=float(meta.get(FPS_KEY) or DEFAULT_FPS), audio_mode=self.form.audio_mode.value,
+                         audio_file=self.form.audio_path, audio_source=meta.get(AUDIO_SOURCE_KEY))
 
     def _refresh_audio(self, *_) -> None:
         self._plot_token += 1
@@ -224,136 +338,23 @@ class AuralSAM2Widget(QWidget):
             return
         token = self._plot_token
         self.plot.show_energy(None, np.zeros(0), "loading the sound…")
-        create_worker(_load_envelope, self.video_spec(video),
-                      _connect={"returned": lambda result: self._show_audio(token, result)})
+        spec = self.video_spec(video)
+        create_worker(_load_sound, spec, _connect={"returned": lambda result: self._show_audio(token, spec, result)})
 
-    def _show_audio(self, token: int, result: tuple) -> None:
-        if token == self._plot_token:
-            self.plot.show_energy(*result)
+    def _show_audio(self, token: int, spec: VideoSpec, result: tuple) -> None:
+        if token == self._plot_token and not self.closed:
+            track, envelope, times, note = result
+            self.plot.show_energy(envelope, times, note)
+            self.sound.set_sound(track, times, spec.fps)
             video = self.video_layer()
             if video is not None:
                 self.plot.mark_frame(self.current_frame(video))
+
+    def _shown_frame(self) -> int | None:
+        video = self.video_layer()
+        return self.current_frame(video) if video is not None else None
 
     def _step_changed(self, *_) -> None:
         video = self.video_layer()
         if video is not None:
             self.plot.mark_frame(self.current_frame(video))
-
-    # -- runs ----------------------------------------------------------------------------------
-    def _busy(self) -> bool:
-        return self.running
-
-    def _set_busy(self, busy: bool) -> None:
-        f = self.form
-        for control in (f.segment, f.propagate, f.audio_only, f.clear_frame, f.video, f.model, f.image_size,
-                        f.weights, f.device, f.checkpoint, f.sam2_checkpoint, f.audio_mode):
-            control.setEnabled(not busy)
-        f.audio_file.setEnabled(not busy and f.audio_mode.currentData() == AUDIO_FROM_FILE)
-        f.cancel.setEnabled(busy)
-
-    def engine_spec(self) -> EngineSpec:
-        s = self.current_settings()
-        return EngineSpec(model=s.model, image_size=s.image_size, weights=s.weights, checkpoint=s.checkpoint,
-                          sam2_checkpoint=s.sam2_checkpoint, device=s.device)
-
-    def start(self, kind: str) -> None:
-        """Start a run ("frame", "propagate" or "audio") in a worker; no-op while one is running."""
-        if self._busy():
-            return
-        video = self.video_layer()
-        if video is None:
-            show_warning("AuralSAM2: open a video first (File > Open, or File > Open Sample > AuralSAM2 sample clip)")
-            return
-        self.running = True  # before anything that may process events (a second click is ignored)
-        self._set_busy(True)
-        try:
-            job, notes = self._prepare(kind, video)
-        except Exception as error:  # e.g. a malformed prompt layer: report it, stay usable
-            self.running = False
-            self._set_busy(False)
-            show_error(describe_error(error))
-            return
-        self.form.status.setText(f"{RUN_TITLES[kind]} from frame {job.frame}…")
-        self.progress_bar = progress(total=0, desc=RUN_TITLES[kind])
-        self.worker = create_worker(run_job, job, self.cancel_event, _connect={
-            "yielded": self._on_update, "errored": self._on_error, "finished": self._on_finished})
-        for note in notes:
-            show_warning(f"AuralSAM2: {note}")
-
-    def _prepare(self, kind: str, video: Image) -> tuple[Job, list[str]]:
-        """The job for a button press (prompts read from the layers) and warnings about ignored prompts."""
-        points, boxes = self.prompt_layers(video)
-        height, width = video.data.shape[1:3]
-        prompts, notes = collect_prompts(points, boxes, width, height) if kind != "audio" else ({}, [])
-        save_settings(self.current_settings())
-        self.output = self.output_layer(video)
-        self.kept, self.written, self.failed = [], 0, False
-        self.cancel_event = threading.Event()
-        job = Job(kind=kind, frame=self.current_frame(video), engine=self.engine_spec(),
-                  video=self.video_spec(video), prompts=prompts, direction=self.form.direction.currentData(),
-                  object_id=self.form.object_id.value())
-        return job, notes
-
-    def cancel(self) -> None:
-        if self._busy():
-            self.cancel_event.set()
-            self.form.status.setText("cancelling after the current frame…")
-
-    # napari's progress bars and notifications process Qt events, so the next worker signal may be
-    # handled inside these calls: each handler updates its state first and calls them last.
-    def _on_update(self, update: Update) -> None:
-        if update.kind == "engine":
-            if update.random_weights:
-                show_warning(RANDOM_WEIGHTS_BANNER)
-            return
-        if update.kind == "warning":
-            show_warning(f"AuralSAM2: {update.message}")
-            return
-        if self.output not in self.viewer.layers:
-            self.cancel()
-            return
-        video = self.video_layer()
-        shown = self.current_frame(video) if video is not None else None
-        if labels_io.write_frame(self.output, update.frame, update.labels, displayed=shown):
-            self.written += 1
-        else:
-            self.kept.append(update.frame)
-        self.form.status.setText(f"frame {update.frame}: {update.done}/{update.total}")
-        bar = self.progress_bar
-        if bar is not None:
-            if bar.total != update.total:
-                bar.total = update.total
-            bar.update(update.done - bar.n)
-
-    def _on_error(self, error: BaseException) -> None:
-        LOGGER.error("AuralSAM2 run failed", exc_info=error)
-        self.failed = True
-        self.form.status.setText("failed: see the notification")
-        if is_out_of_memory(error):
-            CACHE.drop()
-        show_error(describe_error(error))
-
-    def _on_finished(self) -> None:
-        bar, self.progress_bar, self.worker, self.running = self.progress_bar, None, None, False
-        self._set_busy(False)
-        notes = []
-        if self.kept:
-            notes.append((show_warning, f"AuralSAM2 kept your edits on frame(s) "
-                          f"{labels_io.describe_frames(sorted(self.kept))} of '{self.output.name}': use 'Clear "
-                          "frame' there, or tick 'new Labels layer', to recompute them"))
-        if self.cancel_event.is_set():
-            text = f"cancelled: {self.written} frame(s) written, everything else untouched"
-            notes.append((show_info, f"AuralSAM2 {text}"))
-            self.form.status.setText(text)
-        elif not self.failed:
-            self.form.status.setText(f"done: {self.written} frame(s) written to '{self.output.name}'")
-        if bar is not None:
-            bar.close()
-        for show, message in notes:
-            show(message)
-
-    def clear_current_frame(self) -> None:
-        video = self.video_layer()
-        layer = self.outputs.get(video.unique_id) if video is not None else None
-        if layer is not None and layer in self.viewer.layers:
-            labels_io.clear_frame(layer, self.current_frame(video))

@@ -45,6 +45,7 @@ EXAMPLE_FRAMES = 96
 EXAMPLE_SECONDS = EXAMPLE_FRAMES * HOP_SAMPLES / SAMPLE_RATE  # 0.96
 EXAMPLE_SPAN_SAMPLES = (EXAMPLE_FRAMES - 1) * HOP_SAMPLES + WINDOW_SAMPLES  # 15600
 LOG_MEL_FRAME_RATE = SAMPLE_RATE / HOP_SAMPLES  # 100 frames per second
+CENTRED_PAD_SAMPLES = EXAMPLE_SPAN_SAMPLES // 2  # silence before the track: frame time 0 sits mid-example
 CHANNELS = 2
 STFT_CHUNK_FRAMES = 4096  # bounds the temporary STFT memory
 SILENCE_THRESHOLD = 1e-4  # peak amplitude (-80 dBFS)
@@ -59,7 +60,8 @@ class AudioTrack:
     """Decoded audio: ``samples`` float32 ``(n, channels)`` in [-1, 1] at ``sample_rate`` Hz.
 
     Mono ``(n,)`` input becomes ``(n, 1)``; signed-integer input is scaled to [-1, 1)
-    (int16 by 1/32768).
+    (int16 by 1/32768). NaN or infinite samples (a broken float wav) are refused: they would turn
+    every log-mel example, and so every mask, into nothing without a word.
     """
 
     samples: np.ndarray
@@ -69,9 +71,10 @@ class AudioTrack:
         self.samples = _as_float_2d(self.samples, np.float32)
         if self.samples.shape[1] == 0:
             raise AudioError("the audio track has no channels", "pass samples shaped (n,) or (n, channels)")
-        if int(self.sample_rate) <= 0:
+        if not np.isfinite(float(self.sample_rate)) or int(self.sample_rate) <= 0:
             raise AudioError(f"invalid audio sample rate {self.sample_rate}", "give a positive rate in Hz")
         self.sample_rate = int(self.sample_rate)
+        _check_finite(self.samples, self.sample_rate)
 
     @property
     def num_samples(self) -> int:
@@ -125,10 +128,10 @@ class FrameExamples:
             raise AudioError("frame times must be finite numbers of seconds")
         samples, rate = track.samples, track.sample_rate
         if rule == "centred":
-            starts = np.floor(np.maximum(times, 0.0) * LOG_MEL_FRAME_RATE + 0.5).astype(np.int64)
+            starts = _centred_starts(times)
             last = int(starts.max()) if starts.size else 0
             needed = (last + EXAMPLE_FRAMES - 1) * HOP_SAMPLES + WINDOW_SAMPLES
-            self._log_mel = _track_log_mel(samples, rate, EXAMPLE_SPAN_SAMPLES // 2, needed)
+            self._log_mel = _track_log_mel(samples, rate, CENTRED_PAD_SAMPLES, needed)
         else:
             self._log_mel = _track_log_mel(samples, rate, 0, EXAMPLE_SPAN_SAMPLES)
             count = _whole_examples(self._log_mel.shape[1])
@@ -151,6 +154,19 @@ class FrameExamples:
         for row, start in enumerate(starts):  # contiguous slice copies beat a strided gather
             out[row] = self._log_mel[:, start : start + EXAMPLE_FRAMES]
         return out
+
+
+def _centred_starts(times: np.ndarray) -> np.ndarray:
+    """The "centred" rule: first log-mel frame of each frame's example (log-mel of the padded track)."""
+    return np.floor(np.maximum(times, 0.0) * LOG_MEL_FRAME_RATE + 0.5).astype(np.int64)
+
+
+def centred_spans(frame_times: Sequence[float]) -> np.ndarray:
+    """float64 ``[T, 2]``: start and end (seconds, the frames' clock) of the audio that the "centred"
+    rule turns into each frame's example: 96 hops plus one window (0.975 s), silence outside the track."""
+    times = np.asarray(frame_times, dtype=np.float64).reshape(-1)
+    start = (_centred_starts(times) * HOP_SAMPLES - CENTRED_PAD_SAMPLES) / SAMPLE_RATE
+    return np.stack([start, start + EXAMPLE_SPAN_SAMPLES / SAMPLE_RATE], axis=1)
 
 
 @functools.lru_cache(maxsize=1)
@@ -224,6 +240,17 @@ def _resample(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
         return resampy.resample(waveform, sample_rate, SAMPLE_RATE, parallel=parallel)
     except ValueError as error:
         raise AudioError(f"cannot resample {waveform.size} samples at {sample_rate} Hz: {error}") from error
+
+
+def _check_finite(samples: np.ndarray, sample_rate: int) -> None:
+    """Raise AudioError naming how many samples are NaN/infinite and where the first one is."""
+    if np.isfinite(samples).all():
+        return
+    bad = ~np.isfinite(samples).all(axis=1)  # per sample instant, any channel
+    first = int(np.argmax(bad))
+    raise AudioError(f"the audio has {int(bad.sum())} samples that are NaN or infinite (the first at "
+                     f"{first / sample_rate:.2f} s), so it cannot guide segmentation",
+                     "repair or re-export the audio, or run without audio")
 
 
 def _whole_examples(frames: int) -> int:

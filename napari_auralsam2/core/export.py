@@ -14,11 +14,25 @@ H*W/8 bytes), so a whole video's results fit in memory. The writers read from it
 * ``coco-rle``: ``masks.json``, COCO with one annotation per object per segmented frame; the
   ``segmentation`` is an uncompressed COCO RLE (column-major run lengths, starting with
   background), ``object_id`` names the tracked object, ``images`` are the video's frames.
+* ``cvat-video``: ``annotations_cvat_video.zip`` holding ``annotations.xml`` in "CVAT for video 1.1",
+  for CVAT's *Upload annotations* into a task made from the same video (all frames, start 0, step
+  1). Object ``k`` is labelled with its name (default ``object``: the task needs those labels).
+  ``polygon`` (default): one track per object, a keyframe per frame with its largest outline,
+  ``outside`` where it vanishes; editable and interpolated in CVAT. ``mask``: pixel-exact CVAT
+  masks; CVAT's importer keeps only the first shape of a mask track, so, as CVAT's own exporter
+  writes mask shapes, each (object, frame) is a track of one mask and an ``outside`` on the next
+  frame, and the tracks of one object share ``group_id`` = its id.
+
+Every file is written beside its target and moved over it at the end (`core.files`), so Ctrl-C or
+a full disk never leaves half a result. The results of an interrupted run (``interrupted=True``)
+never replace an earlier run's: they go beside it, as ``masks-interrupted`` (``.npz``, ``.json``).
 """
 from __future__ import annotations
 
 import json
 import math
+import shutil
+import xml.etree.ElementTree as ET
 import zipfile
 import zlib
 from pathlib import Path
@@ -27,15 +41,24 @@ from typing import Iterable, Iterator
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from . import masks as codec
 from .audio import AudioTrack
 from .errors import AuralSAM2Error
+from .files import atomic_file, free_sibling, interrupts_held, partial_path
 from .video import VideoSource, write_video
 
-FORMATS = ("png", "npz", "coco-rle")
+FORMATS = ("png", "npz", "coco-rle", "cvat-video")
 MASKS_FOLDER = "masks"
 NPZ_NAME = "masks.npz"
 COCO_NAME = "masks.json"
+CVAT_NAME = "annotations_cvat_video.zip"
+CVAT_XML = "annotations.xml"
+CVAT_VERSION = "1.1"
+CVAT_SHAPES = ("polygon", "mask")
+DEFAULT_LABEL = "object"
+TARGETS = {"png": MASKS_FOLDER, "npz": NPZ_NAME, "coco-rle": COCO_NAME, "cvat-video": CVAT_NAME}
 FRAME_DIGITS = 6
+FRAME_PNG_GLOB = "[0-9]" * FRAME_DIGITS + ".png"
 MAX_PNG_ID = 2**16 - 1
 MAX_LABEL_ID = 2**32 - 1
 MASK_ZLIB_LEVEL = 1  # fast; masks are mostly long runs
@@ -135,6 +158,22 @@ class MaskStore:
         """Bool masks of a frame (empty dict when the frame was not segmented)."""
         return {obj: self._unpack(blob) for obj, blob in self._frames.get(frame_index, {}).items()}
 
+    @classmethod
+    def from_labels(cls, labels: np.ndarray, frames: Iterable[int] | None = None) -> "MaskStore":
+        """A store from an integer label stack [T, H, W] (e.g. a napari Labels layer).
+
+        ``frames`` are the segmented ones (default: every frame holding a label).
+        """
+        labels = np.asarray(labels) if not hasattr(labels, "shape") else labels
+        num_frames, height, width = (int(n) for n in labels.shape)
+        store = cls(num_frames, height, width)
+        for t in range(num_frames) if frames is None else frames:
+            frame = np.asarray(labels[t])
+            ids = np.unique(frame[frame != 0])
+            if frames is not None or ids.size:
+                store.add(int(t), {int(obj): frame == obj for obj in ids})
+        return store
+
     def labels(self, frame_index: int, dtype: np.dtype | type = np.uint32) -> np.ndarray:
         """Object-id image ``[H, W]``: 0 background, the higher id wins where objects overlap."""
         labels = np.zeros((self.height, self.width), dtype=dtype)
@@ -149,19 +188,31 @@ def frame_name(frame_index: int, suffix: str = ".png") -> str:
 
 
 def write_png_labels(store: MaskStore, folder: str | Path) -> Path:
-    """One object-id PNG per segmented frame (8-bit, or 16-bit for ids above 255)."""
+    """One object-id PNG per segmented frame (8-bit, or 16-bit for ids above 255).
+
+    The PNGs are written into a hidden sibling folder first, then moved in (and an earlier run's
+    frame PNGs that this run lacks removed) with Ctrl-C held back; other files are left alone.
+    """
     top = max(store.object_ids, default=0)
     if top > MAX_PNG_ID:
         raise AuralSAM2Error(f"object id {top} does not fit a 16-bit PNG", "use --format npz or coco-rle")
     dtype = np.uint8 if top <= np.iinfo(np.uint8).max else np.uint16
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    current = {frame_name(t) for t in store.frames}
-    for stale in folder.glob("[0-9]" * FRAME_DIGITS + ".png"):
-        if stale.name not in current:
-            stale.unlink()
-    for t in store.frames:
-        Image.fromarray(store.labels(t, dtype)).save(folder / frame_name(t))
+    staging = partial_path(folder)
+    try:
+        staging.mkdir(parents=True)
+        for t in store.frames:
+            Image.fromarray(store.labels(t, dtype)).save(staging / frame_name(t))
+        with interrupts_held():
+            folder.mkdir(parents=True, exist_ok=True)
+            current = {frame_name(t) for t in store.frames}
+            for stale in folder.glob(FRAME_PNG_GLOB):
+                if stale.name not in current:
+                    stale.unlink()
+            for name in sorted(current):
+                (staging / name).replace(folder / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 
@@ -175,7 +226,8 @@ def write_npz(store: MaskStore, path: str | Path, frame_times: np.ndarray, fps: 
     path = Path(path)
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<u4")), "fortran_order": False,
               "shape": (store.num_frames, store.height, store.width)}
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
+    with atomic_file(path) as partial, \
+            zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
         with archive.open("labels.npy", "w", force_zip64=True) as handle:
             np.lib.format.write_array_header_2_0(handle, header)
             for t in range(store.num_frames):
@@ -212,23 +264,137 @@ def coco_document(store: MaskStore, video_name: str, frame_times: np.ndarray, fp
 def write_coco_rle(store: MaskStore, path: str | Path, video_name: str, frame_times: np.ndarray, fps: float,
                    info: dict | None = None) -> Path:
     path = Path(path)
-    path.write_text(json.dumps(coco_document(store, video_name, frame_times, fps, info)))
+    with atomic_file(path) as partial:
+        partial.write_text(json.dumps(coco_document(store, video_name, frame_times, fps, info)))
     return path
 
 
+# -- CVAT for video 1.1 ---------------------------------------------------------------------------
+def _cvat_meta(store: MaskStore, video_name: str, names: list[str]) -> ET.Element:
+    meta = ET.Element("meta")
+    task = ET.SubElement(meta, "task")
+    fields = {"name": video_name, "size": store.num_frames, "mode": "interpolation", "overlap": 0,
+              "start_frame": 0, "stop_frame": store.num_frames - 1, "frame_filter": ""}
+    for key, value in fields.items():
+        ET.SubElement(task, key).text = str(value)
+    labels = ET.SubElement(task, "labels")
+    for name in names:
+        label = ET.SubElement(labels, "label")
+        ET.SubElement(label, "name").text = name
+        ET.SubElement(label, "type").text = "any"
+        ET.SubElement(label, "attributes")
+    size = ET.SubElement(task, "original_size")
+    ET.SubElement(size, "width").text = str(store.width)
+    ET.SubElement(size, "height").text = str(store.height)
+    ET.SubElement(meta, "source").text = video_name
+    return meta
+
+
+def _cvat_shape(track: ET.Element, tag: str, frame: int, outside: bool, geometry: dict[str, str]) -> None:
+    ET.SubElement(track, tag, {"frame": str(frame), "keyframe": "1", "outside": str(int(outside)), "occluded": "0",
+                               **geometry, "z_order": "0"})
+
+
+def _mask_geometry(mask: np.ndarray) -> dict[str, str]:
+    """CVAT XML mask attributes: ``rle`` over the inclusive box (as the core codec encodes it) and the box."""
+    *runs, x0, y0, x1, y1 = codec.to_rle(mask)
+    return {"rle": ", ".join(map(str, runs)), "left": str(x0), "top": str(y0),
+            "width": str(x1 - x0 + 1), "height": str(y1 - y0 + 1)}
+
+
+def _polygon_geometry(mask: np.ndarray) -> dict[str, str] | None:
+    outlines = codec.to_polygons(mask, tolerance=codec.POLYGON_TOLERANCE)
+    if not outlines:
+        return None
+    flat = outlines[0]
+    return {"points": ";".join(f"{x:.2f},{y:.2f}" for x, y in zip(flat[0::2], flat[1::2]))}
+
+
+def cvat_document(store: MaskStore, video_name: str, names: dict[int, str] | None = None,
+                  shape: str = "polygon") -> ET.Element:
+    """The ``<annotations>`` element of a CVAT for video 1.1 export (see the module docstring)."""
+    if shape not in CVAT_SHAPES:
+        raise AuralSAM2Error(f"unknown CVAT shape {shape!r}", f"use one of {', '.join(CVAT_SHAPES)}")
+    names = {obj: (names or {}).get(obj) or DEFAULT_LABEL for obj in store.object_ids}
+    root = ET.Element("annotations")
+    ET.SubElement(root, "version").text = CVAT_VERSION
+    root.append(_cvat_meta(store, video_name, sorted(set(names.values()))))
+    per_object: dict[int, dict[int, np.ndarray]] = {obj: {} for obj in store.object_ids}
+    for t in store.frames:
+        for obj, mask in store.masks(t).items():
+            if mask.any():
+                per_object[obj][t] = mask
+
+    def new_track(obj: int, group: bool) -> ET.Element:
+        attributes = {"id": str(len(root.findall("track"))), "label": names[obj], "source": "auto"}
+        if group:
+            attributes["group_id"] = str(obj)
+        return ET.SubElement(root, "track", attributes)
+
+    for obj, frames in per_object.items():
+        if shape == "mask":
+            for t, mask in sorted(frames.items()):
+                track, geometry = new_track(obj, group=True), _mask_geometry(mask)
+                _cvat_shape(track, "mask", t, False, geometry)
+                if t + 1 < store.num_frames:
+                    _cvat_shape(track, "mask", t + 1, True, geometry)
+            continue
+        track, last = None, None
+        for t in range(store.num_frames):
+            geometry = _polygon_geometry(frames[t]) if t in frames else None
+            if geometry is not None:
+                track = track if track is not None else new_track(obj, group=False)
+                _cvat_shape(track, "polygon", t, False, geometry)
+            elif last is not None:
+                _cvat_shape(track, "polygon", t, True, last)
+            last = geometry
+    return root
+
+
+def write_cvat_video(store: MaskStore, path: str | Path, video_name: str, names: dict[int, str] | None = None,
+                     shape: str = "polygon", overwrite: bool = False) -> Path:
+    """A zip with ``annotations.xml`` (CVAT for video 1.1), written atomically; never replaces without overwrite."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise AuralSAM2Error(f"{path} already exists", "choose another name, or allow replacing it")
+    root = cvat_document(store, video_name, names, shape)
+    ET.indent(root)
+    with atomic_file(path) as partial, zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(CVAT_XML, ET.tostring(root, encoding="utf-8", xml_declaration=True))
+    return path
+
+
+def has_results(target: Path) -> bool:
+    """Whether a mask file, or a masks folder with frame PNGs, is there."""
+    return target.is_file() or (target.is_dir() and any(target.glob(FRAME_PNG_GLOB)))
+
+
+def masks_target(out_dir: str | Path, fmt: str, interrupted: bool = False) -> Path:
+    """Where `write_masks` puts masks of format ``fmt``: ``masks``, ``masks.npz`` or ``masks.json`` in
+    out_dir, or, for an interrupted run when an earlier run's results are there, a free sibling."""
+    if fmt not in TARGETS:
+        raise AuralSAM2Error(f"unknown mask format {fmt!r}", f"use one of {', '.join(FORMATS)}")
+    target = Path(out_dir) / TARGETS[fmt]
+    return free_sibling(target) if interrupted and has_results(target) else target
+
+
 def write_masks(store: MaskStore, out_dir: str | Path, fmt: str, video: VideoSource,
-                info: dict | None = None) -> Path:
-    """Write the masks in one of FORMATS into out_dir; returns the folder or file written."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+                info: dict | None = None, interrupted: bool = False) -> Path:
+    """Write the masks in one of FORMATS into out_dir; returns the folder or file written.
+
+    ``interrupted``: the run stopped early, so an earlier run's results there are kept and these
+    go beside them (see `masks_target`).
+    """
+    target = masks_target(out_dir, fmt, interrupted)
+    target.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "png":
-        return write_png_labels(store, out_dir / MASKS_FOLDER)
+        return write_png_labels(store, target)
     if fmt == "npz":
-        return write_npz(store, out_dir / NPZ_NAME, video.frame_times, video.fps)
-    if fmt == "coco-rle":
-        name = video.path.name if video.path else "frames"
-        return write_coco_rle(store, out_dir / COCO_NAME, name, video.frame_times, video.fps, info)
-    raise AuralSAM2Error(f"unknown mask format {fmt!r}", f"use one of {', '.join(FORMATS)}")
+        return write_npz(store, target, video.frame_times, video.fps)
+    name = video.path.name if video.path else "frames"
+    if fmt == "cvat-video":
+        return write_cvat_video(store, target, name, overwrite=True)
+    return write_coco_rle(store, target, name, video.frame_times, video.fps, info)
 
 
 # -- overlays -----------------------------------------------------------------------------------
@@ -303,7 +469,10 @@ def overlay_frames(video: VideoSource, store: MaskStore, audio: AudioTrack | Non
 def write_overlay(path: str | Path, video: VideoSource, store: MaskStore, audio: AudioTrack | None = None,
                   banner: str | None = None) -> Path:
     """Preview video: every frame with its masks, the audio track copied alongside."""
-    return write_video(path, overlay_frames(video, store, audio, banner), video.fps, audio=audio)
+    path = Path(path)
+    with atomic_file(path) as partial:
+        write_video(partial, overlay_frames(video, store, audio, banner), video.fps, audio=audio)
+    return path
 
 
 def contact_frames(store: MaskStore, num_frames: int, tiles: int = CONTACT_TILES) -> list[int]:
@@ -332,10 +501,11 @@ def write_contact_sheet(path: str | Path, video: VideoSource, store: MaskStore, 
         caption = f"frame {t}  t={video.frame_times[t]:.2f}s"
         draw.text((x + 2, y + thumb_h + 1), caption, fill=CAPTION_COLOUR, font=font)
     path = Path(path)
-    sheet.save(path)
+    with atomic_file(path) as partial:
+        sheet.save(partial)
     return path
 
 
-__all__ = ["FORMATS", "MaskStore", "rle_encode", "rle_decode", "mask_bbox", "write_masks", "write_png_labels",
+__all__ = ["FORMATS", "MaskStore", "masks_target", "has_results", "rle_encode", "rle_decode", "mask_bbox", "write_masks", "write_png_labels",
            "write_npz", "write_coco_rle", "coco_document", "render_overlay", "overlay_frames", "write_overlay",
            "write_contact_sheet", "frame_energies", "object_colour"]

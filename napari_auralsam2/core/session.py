@@ -22,7 +22,7 @@ from .audio import FrameExamples
 from .errors import AudioError, NoAudioError, PromptError
 from .model.auralsam2 import AuralSAM2
 from .model.aural_fuser import FuserOutput
-from .model.predictor import TEXTS_KEY, WINDOWS_KEY
+from .model.predictor import TEXTS_KEY, UNGUIDED_KEY, WINDOWS_KEY
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -40,10 +40,10 @@ Cancel = threading.Event | Callable[[], bool] | None
 
 @dataclass
 class Prompt:
-    """What a host asks for one object on one frame: clicks and/or a box; neither = the audio alone.
+    """What a host asks for one object on one frame: clicks and/or a box, or a mask; none = the audio alone.
 
-    ``text`` names the object in words ("the woman playing the violin"; Ref-AVS weights only). It
-    belongs to the object: a later prompt without text keeps it.
+    ``text`` names the object in words ("the woman playing the violin"; Ref-AVS weights only), with
+    any of these. It belongs to the object: a later prompt without text keeps it.
     """
 
     frame: int
@@ -52,10 +52,12 @@ class Prompt:
     labels: list[int] = field(default_factory=list)
     box: tuple[float, float, float, float] | None = None
     text: str | None = None
+    #: bool [H, W] at video resolution (e.g. a hand-corrected mask): SAM2's mask prompt
+    mask: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def audio_only(self) -> bool:
-        return not self.points and self.box is None
+        return not self.points and self.box is None and self.mask is None
 
 
 def preprocess_frame(frame: np.ndarray, image_size: int) -> torch.Tensor:
@@ -243,7 +245,8 @@ class SegmentationSession:
     def _set_text(self, object_id: int, text: str | None) -> None:
         """Check and keep an object's text prompt (None keeps the text it has; see `Prompt`)."""
         texts = self.state[TEXTS_KEY]
-        checked = self.engine.model.validate_text(texts.get(int(object_id)) if text is None else text, self.use_audio)
+        checked = self.engine.model.validate_text(texts.get(int(object_id)) if text is None else text,
+                                                  self.audio_guidance(object_id))
         if checked is not None:
             texts[int(object_id)] = checked
 
@@ -278,8 +281,9 @@ class SegmentationSession:
     def add_audio_prompt(self, frame_index: int, object_id: int, text: str | None = None) -> Masks:
         """Start (or restart) an object on a frame from the audio alone: the sounding object
         (with Ref-AVS weights: the sounding object that `text` refers to)."""
-        if not self.use_audio:
-            raise PromptError("an audio-only prompt needs the audio: open the session with use_audio=True")
+        if not self.audio_guidance(object_id):
+            raise PromptError(f"an audio-only prompt needs the audio: open the session with use_audio=True "
+                              f"and keep audio guidance on for object {object_id}")
         frame_index = self._check_frame(frame_index)
         self._set_text(object_id, text)
         p, state = self.predictor, self.state
@@ -302,8 +306,44 @@ class SegmentationSession:
             _, logits = p._get_orig_video_res_output(state, merged["pred_masks_video_res"])
         return self._masks(state["obj_ids"], logits)
 
+    def add_mask(self, frame_index: int, object_id: int, mask: np.ndarray, text: str | None = None) -> Masks:
+        """A mask prompt (SAM2's `add_new_mask`): bool/nonzero [H, W] at video resolution, e.g. a corrected mask.
+
+        It replaces the object's clicks on that frame and becomes a conditioning frame; the audio
+        keeps guiding the object (its pointer here and every tracked frame) unless turned off with
+        `set_audio_guidance` (with Ref-AVS weights, the audio and the object's `text`). An empty
+        mask says the object is absent on that frame.
+        """
+        frame_index = self._check_frame(frame_index)
+        mask = np.asarray(mask)
+        if mask.shape != (self.height, self.width):
+            raise PromptError(f"the mask of object {object_id} on frame {frame_index} is "
+                              f"{'x'.join(map(str, mask.shape[::-1]))}, the video is {self.width}x{self.height}")
+        self._set_text(object_id, text)
+        with self.engine.computing():
+            _, obj_ids, logits = self.predictor.add_new_mask(self.state, frame_index, int(object_id),
+                                                             torch.from_numpy(mask != 0))
+        return self._masks(obj_ids, logits)
+
+    def set_audio_guidance(self, object_id: int, enabled: bool) -> None:
+        """Audio prompts on (default) or off for one object; off tracks it as stock SAM2 from its prompts."""
+        unguided = self.state.setdefault(UNGUIDED_KEY, set())
+        if enabled:
+            unguided.discard(int(object_id))
+        else:
+            unguided.add(int(object_id))
+
+    def audio_guidance(self, object_id: int) -> bool:
+        """Whether the audio guides this object (session audio on and not turned off for it)."""
+        return self.use_audio and int(object_id) not in self.state.get(UNGUIDED_KEY, ())
+
     def apply(self, prompt: Prompt) -> Masks:
-        """Add a host's `Prompt`: clicks/box via `add_prompt`, neither via `add_audio_prompt`."""
+        """Add a host's `Prompt`: a mask via `add_mask`, clicks/box via `add_prompt`, none via `add_audio_prompt`."""
+        if prompt.mask is not None:
+            if prompt.points or prompt.box is not None:
+                raise PromptError(f"object {prompt.object_id} on frame {prompt.frame}: give a mask or "
+                                  "clicks/a box, not both (a mask prompt replaces the clicks)")
+            return self.add_mask(prompt.frame, prompt.object_id, prompt.mask, text=prompt.text)
         if prompt.audio_only:
             return self.add_audio_prompt(prompt.frame, prompt.object_id, text=prompt.text)
         return self.add_prompt(prompt.frame, prompt.object_id, points=prompt.points or None,
@@ -322,12 +362,14 @@ class SegmentationSession:
         with torch.inference_mode():
             self.predictor.remove_object(self.state, int(object_id), strict=False, need_output=False)
         self.state[TEXTS_KEY].pop(int(object_id), None)
+        self.state.get(UNGUIDED_KEY, set()).discard(int(object_id))
 
     def reset(self) -> None:
         """Drop every object and prompt (cached features are kept)."""
         with torch.inference_mode():
             self.predictor.reset_state(self.state)
         self.state[TEXTS_KEY].clear()
+        self.state.pop(UNGUIDED_KEY, None)
 
     # -- propagation -----------------------------------------------------------------------
     def _cond_frames(self) -> list[int]:

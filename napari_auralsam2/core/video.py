@@ -6,6 +6,14 @@ decoded frames in a small LRU cache whose size is set in bytes. A live decoder c
 forward reads without seeking, so forward and backward sequential access are both cheap and
 memory stays bounded by the index and the cache, whatever the video's length.
 
+Frames are given as players show them: a display rotation/flip in the container (phone videos
+shot upright carry one) is applied, so ``shape``, frames, prompts and masks are all in display
+orientation. Rotations other than quarter turns are refused.
+
+A file cut short (a copy in progress, a faststart mp4 truncated) is indexed up to its last
+decodable frame: ``unreadable`` counts the frames the container lists but cannot be decoded, and
+``truncation_note`` says so in one line for the hosts.
+
 Frame times are seconds from the first video frame; the container's audio is shifted onto the
 same clock (silence before its first sample, samples before the first frame dropped), so
 ``video.frame_times`` can be passed to ``audio.frame_examples`` as is.
@@ -16,6 +24,7 @@ from __future__ import annotations
 import abc
 import bisect
 import threading
+import warnings
 from collections import OrderedDict
 from fractions import Fraction
 from pathlib import Path
@@ -23,13 +32,16 @@ from typing import Callable, Iterable, Iterator
 
 import av
 import numpy as np
+from PIL import Image
 
 from .audio import AudioTrack
 from .errors import AudioError, NoAudioError, VideoError
+from .orientation import Orientation, display_orientation, orient
 
 DEFAULT_CACHE_BYTES = 256 * 2**20
 MIN_CACHE_FRAMES = 2
 MAX_ARRAY_BYTES = 2**30  # np.asarray(video) refuses to decode more than this at once
+MAX_FRAME_PIXELS = 8192 * 8192  # larger frames are refused (one RGB frame would exceed 192 MiB)
 RGB = 3
 MAX_RATE_DENOMINATOR = 1001  # keeps 30000/1001-style rates exact
 # suffix -> (video codec, encoder options, audio codec, audio rate or None to keep the track's)
@@ -41,6 +53,8 @@ WRITE_CODECS: dict[str, tuple[str, dict[str, str], str, int | None]] = {
     ".avi": ("mpeg4", {"qscale": "3"}, "pcm_s16le", None),
 }
 AUDIO_LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}
+FINGERPRINT_SIDE = 8
+FINGERPRINT_DIMS = FINGERPRINT_SIDE * FINGERPRINT_SIDE * RGB
 
 
 class VideoSource(abc.ABC):
@@ -48,10 +62,13 @@ class VideoSource(abc.ABC):
 
     Array-like for napari (``shape``, ``dtype``, ``ndim``, indexing); ``np.asarray(video)``
     refuses videos larger than ``MAX_ARRAY_BYTES``. Frames are read-only arrays.
+    ``frame(i)`` raises VideoError when a frame cannot be decoded; indexing (``video[i]``, what
+    napari's slicing calls) never does: it warns once and gives a black frame instead.
     """
 
     dtype = np.dtype(np.uint8)
     ndim = 4
+    unreadable = 0  #: frames the file lists but cannot decode (left out of the video; see truncation_note)
 
     def __init__(
         self, frame_times: np.ndarray, fps: float, height: int, width: int,
@@ -63,6 +80,7 @@ class VideoSource(abc.ABC):
         self.path = path
         self._audio_loader: Callable[[], AudioTrack | None] | None = audio_loader
         self._audio: AudioTrack | None = None
+        self._warned: set[int] = set()
 
     @abc.abstractmethod
     def _read(self, index: int) -> np.ndarray:
@@ -104,13 +122,23 @@ class VideoSource(abc.ABC):
     def __iter__(self) -> Iterator[np.ndarray]:
         return (self.frame(i) for i in range(len(self)))
 
+    def _shown(self, index: int) -> np.ndarray:
+        """Frame ``index`` for display: a frame that cannot be decoded is black (warned once)."""
+        try:
+            return self.frame(index)
+        except VideoError as error:
+            if index % len(self) not in self._warned:
+                self._warned.add(index % len(self))
+                warnings.warn(f"showing frame {index} as black: {error}", RuntimeWarning, stacklevel=3)
+            return np.zeros((self.height, self.width, RGB), dtype=np.uint8)
+
     def __getitem__(self, key: object) -> np.ndarray:
         if isinstance(key, tuple) and key and isinstance(key[0], (int, np.integer, slice)):
             frames = self[key[0]]
             lead = () if frames.ndim == 3 else (slice(None),)
             return frames[lead + key[1:]]
         if isinstance(key, (int, np.integer)):
-            return self.frame(int(key))
+            return self._shown(int(key))
         if isinstance(key, slice):
             indices = np.arange(len(self))[key]
         elif isinstance(key, (list, np.ndarray)):
@@ -119,7 +147,7 @@ class VideoSource(abc.ABC):
             return np.asarray(self)[key]
         if indices.size == 0:
             return np.empty((0, self.height, self.width, RGB), dtype=np.uint8)
-        return np.stack([self.frame(int(i)) for i in indices])
+        return np.stack([self._shown(int(i)) for i in indices])
 
     def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
         nbytes = len(self) * self.height * self.width * RGB
@@ -149,30 +177,73 @@ class FileVideo(VideoSource):
         self, path: str | Path, audio: str | Path | AudioTrack | None = None,
         fps: float | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
-        path = _existing_file(path, VideoError)
+        path = _existing_file(path, VideoError, "video")
+        self.path = path
         self._container = _open_container(path, VideoError)
-        try:
-            if not self._container.streams.video:
-                raise VideoError(f"{path.name} has no video stream", "pass a video file (mp4, mov, mkv, webm, avi)")
-            self._stream = self._container.streams.video[0]
-            self._stream.thread_type = "AUTO"
-            self._pts, self._keyframes = _index_packets(self._container, self._stream, path)
-        except BaseException:
-            self._container.close()
-            raise
-        self._index_of = {int(p): i for i, p in enumerate(self._pts)}
-        base = float(self._stream.time_base)
-        origin = float(self._pts[0]) * base
-        times = (self._pts - self._pts[0]) * base if fps is None else np.arange(self._pts.size) / _positive_fps(fps)
-        height, width = self._stream.codec_context.height, self._stream.codec_context.width
-        super().__init__(times, fps or _stream_fps(self._stream, times), height, width,
-                         _audio_loader(audio, lambda: _decode_audio(path, origin)), path)
-        self._capacity = max(MIN_CACHE_FRAMES, int(cache_bytes) // max(1, height * width * RGB))
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._decoder: Iterator[av.VideoFrame] | None = None
         self._next = 0  # index the live decoder yields next
         self._lock = threading.Lock()
         self._closed = False
+        self._orientation: Orientation | None = None  # read from frame 0's display matrix
+        try:
+            if not self._container.streams.video:
+                raise VideoError(f"{path.name} has no video stream", "pass a video file (mp4, mov, mkv, webm, avi)")
+            self._stream = self._container.streams.video[0]
+            self._stream.thread_type = "AUTO"
+            coded_h, coded_w = self._stream.codec_context.height, self._stream.codec_context.width
+            if coded_h * coded_w > MAX_FRAME_PIXELS:
+                raise VideoError(f"{path.name} has {coded_w}x{coded_h} frames, too large to segment",
+                                 "scale it down first (e.g. ffmpeg -vf scale=1920:-2)")
+            self._coded_size = (coded_h, coded_w)
+            self._capacity = max(MIN_CACHE_FRAMES, int(cache_bytes) // max(1, coded_h * coded_w * RGB))
+            self._pts, self._keyframes, suspect = _index_packets(self._container, self._stream, path)
+            listed = self._pts.size
+            self._index_of = {int(p): i for i, p in enumerate(self._pts)}
+            if suspect:
+                self._keep(self._decodable_count())
+            self._decode_to(0, restart_at_zero=False)  # frame 0 gives the orientation (and proves decoding)
+            if 0 not in self._cache:
+                raise VideoError(f"the first frame of {path.name} cannot be decoded",
+                                 "the file is truncated or corrupted; re-encode it (e.g. with ffmpeg)")
+        except BaseException:
+            self._container.close()
+            raise
+        self.unreadable = int(listed - self._pts.size)
+        base = float(self._stream.time_base)
+        origin = float(self._pts[0]) * base
+        times = (self._pts - self._pts[0]) * base if fps is None else np.arange(self._pts.size) / _positive_fps(fps)
+        height, width = self._coded_size[::-1] if self._orientation[0] else self._coded_size
+        super().__init__(times, fps or _stream_fps(self._stream, times), height, width,
+                         _audio_loader(audio, lambda: _decode_audio(path, origin)), path)
+
+    def _keep(self, count: int) -> None:
+        """Index only the first ``count`` frames."""
+        if count == 0:
+            raise VideoError(f"no frame of {self.path.name} can be decoded",
+                             "the file is truncated or corrupted; re-encode it (e.g. with ffmpeg)")
+        self._pts = self._pts[:count]
+        self._keyframes = [k for k in self._keyframes if k < count]
+        self._index_of = {int(p): i for i, p in enumerate(self._pts)}
+
+    def _decodable_count(self) -> int:
+        """How many leading frames decode, checked from the second-to-last keyframe on (the end of
+        a file cut short is all that can be missing)."""
+        start = self._keyframes[-2] if len(self._keyframes) > 1 else 0
+        self._seek(start)
+        decoded = set()
+        try:
+            for frame in self._decoder:
+                index = self._index_of.get(int(frame.pts)) if frame.pts is not None else None
+                if index is not None:
+                    decoded.add(index)
+        except av.FFmpegError:
+            pass  # the damaged tail: what decoded before it counts
+        self._decoder = None
+        count = start
+        while count in decoded:
+            count += 1
+        return count
 
     def close(self) -> None:
         with self._lock:
@@ -229,11 +300,14 @@ class FileVideo(VideoSource):
         except av.FFmpegError as error:
             raise VideoError(f"cannot seek in {self.path.name}: {error}",
                              "re-encode the file (e.g. with ffmpeg)") from error
-        self._decoder = self._container.decode(self._stream)
+        self._decoder = _decode_packets(self._container, self._stream)
         self._next = index
 
     def _store(self, index: int, decoded: av.VideoFrame) -> None:
-        frame = decoded.to_ndarray(format="rgb24", width=self.width, height=self.height)
+        if self._orientation is None:
+            self._orientation = display_orientation(decoded, self.path.name)
+        height, width = self._coded_size
+        frame = orient(decoded.to_ndarray(format="rgb24", width=width, height=height), self._orientation)
         frame.flags.writeable = False
         self._cache[index] = frame
         self._cache.move_to_end(index)
@@ -255,6 +329,8 @@ class ArrayVideo(VideoSource):
         self._data = data
 
     def _read(self, index: int) -> np.ndarray:
+        if isinstance(self._data, VideoSource):  # its indexing blanks undecodable frames; here they must fail
+            return self._data.frame(index)
         return to_rgb_uint8(np.asarray(self._data[index]))
 
 
@@ -276,7 +352,7 @@ def load_audio(path: str | Path) -> AudioTrack:
 
     Sample 0 is the stream's first decoded sample (encoder priming removed by the decoder).
     """
-    path = _existing_file(path, AudioError)
+    path = _existing_file(path, AudioError, "audio")
     track = _decode_audio(path, origin=None)
     if track is None:
         raise NoAudioError(f"{path.name} has no audio stream", "pass a file with sound (wav, flac, mp3, m4a, ogg, mp4)")
@@ -334,6 +410,16 @@ def write_video(
     return path
 
 
+def fingerprint(image: np.ndarray | Image.Image) -> np.ndarray:
+    """uint8 ``[192]``: the image's 8x8 RGB block means (area-averaged, any input size).
+
+    Tiny and stable under re-encoding: tells which video (and frame) an image or a saved file belongs to.
+    """
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(np.ascontiguousarray(image))
+    small = picture.convert("RGB").resize((FINGERPRINT_SIDE, FINGERPRINT_SIDE), Image.Resampling.BOX)
+    return np.asarray(small, dtype=np.uint8).reshape(FINGERPRINT_DIMS)
+
+
 def to_rgb_uint8(frame: np.ndarray) -> np.ndarray:
     """One frame as uint8 ``[H, W, 3]``: gray/1-channel expanded, alpha dropped.
 
@@ -353,8 +439,19 @@ def to_rgb_uint8(frame: np.ndarray) -> np.ndarray:
     return np.repeat(frame, RGB, axis=2) if frame.shape[2] == 1 else frame
 
 
-def _existing_file(path: str | Path, error: type[VideoError] | type[AudioError]) -> Path:
+def truncation_note(video: VideoSource) -> str | None:
+    """One line for the hosts when the file lists frames that cannot be decoded, else None."""
+    if not video.unreadable:
+        return None
+    name = video.path.name if video.path else "the video"
+    return (f"{name} is cut short or damaged: only its first {len(video)} of {len(video) + video.unreadable} "
+            "frames can be decoded, so only those are used")
+
+
+def _existing_file(path: str | Path, error: type[VideoError] | type[AudioError], kind: str) -> Path:
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise error(f"{path} is a folder", f"give the {kind} file itself, not its folder")
     if not path.is_file():
         raise error(f"file not found: {path}", "check the path")
     return path
@@ -370,25 +467,50 @@ def _open_container(path: Path, error: type[VideoError] | type[AudioError]) -> a
 
 def _index_packets(
     container: av.container.InputContainer, stream: av.VideoStream, path: Path,
-) -> tuple[np.ndarray, list[int]]:
-    """Sorted unique frame pts and the indices of keyframes, from a demux pass."""
-    pts, keys = [], []
+) -> tuple[np.ndarray, list[int], bool]:
+    """Sorted unique frame pts, the indices of keyframes, and whether the file looks cut short.
+
+    Cut short: the demuxer failed part-way, the container's own index lists packets past the end
+    of the file (a truncated faststart mp4), or, without such an index, the last packet ends
+    exactly at the end of the file.
+    """
+    pts, keys, packets, last_end = [], [], 0, 0
+    suspect = False
     try:
         for packet in container.demux(stream):
             stamp = packet.pts if packet.pts is not None else packet.dts
             if packet.size == 0 or stamp is None:
                 continue
             pts.append(stamp)
+            packets += 1
+            last_end = (packet.pos or 0) + packet.size
             if packet.is_keyframe:
                 keys.append(stamp)
     except av.FFmpegError as error:
-        raise VideoError(f"cannot index {path.name}: {error}",
-                         "the file is truncated or corrupted; re-encode it") from error
+        if not pts:
+            raise VideoError(f"cannot index {path.name}: {error}",
+                             "the file is truncated or corrupted; re-encode it") from error
+        suspect = True
     if not pts:
         raise VideoError(f"{path.name} has no video frames", "pass a video with at least one frame")
+    size = path.stat().st_size
+    entries = stream.index_entries
+    if len(entries) >= packets:
+        suspect = suspect or any(entry.pos + entry.size > size for entry in entries if entry.pos >= 0)
+    else:
+        suspect = suspect or last_end >= size
     ordered = np.unique(np.asarray(pts, dtype=np.int64))
     keyframes = sorted({0, *np.searchsorted(ordered, keys).tolist()})
-    return ordered, keyframes
+    return ordered, keyframes, suspect
+
+
+def _decode_packets(container: av.container.InputContainer, stream: av.VideoStream) -> Iterator[av.VideoFrame]:
+    """Decoded frames from the current position; a packet the decoder rejects loses only its frame."""
+    for packet in container.demux(stream):
+        try:
+            yield from packet.decode()
+        except av.InvalidDataError:
+            continue
 
 
 def _stream_fps(stream: av.VideoStream, times: np.ndarray) -> float:
@@ -440,7 +562,10 @@ def _decode_audio(path: Path, origin: float | None) -> AudioTrack | None:
         return None
     if len({chunk.shape[1] for chunk in chunks}) > 1:
         raise AudioError(f"the audio of {path.name} changes channel count", "convert it to one layout first")
-    track = AudioTrack(np.concatenate(chunks), rate)
+    try:
+        track = AudioTrack(np.concatenate(chunks), rate)
+    except AudioError as error:
+        raise AudioError(f"{path.name}: {error}") from None
     shift = 0 if origin is None else round((start - origin) * rate)
     if shift > 0:
         track.samples = np.concatenate([np.zeros((shift, track.num_channels), np.float32), track.samples])

@@ -17,7 +17,8 @@ import torch
 
 from .errors import AuralSAM2Error, WeightsMissingError
 from .model.auralsam2 import SAM2_CONFIGS, build_auralsam2
-from .model.checkpoint import checkpoint_variant, load_checkpoint, read_state_dict, remap_legacy_keys
+from .model.checkpoint import (checkpoint_variant, existing_checkpoint, load_checkpoint, read_state_dict,
+                               remap_legacy_keys)
 from .model.text import TEXT_MODEL_FILES, TEXT_MODEL_REPO, TEXT_MODEL_REVISION
 from .session import Engine
 
@@ -216,7 +217,8 @@ def resolve_weights(model: str, checkpoint: str | Path | None, sam2_checkpoint: 
                     release: str = DEFAULT_RELEASE, allow_download: bool = True) -> WeightPaths:
     """The AuralSAM2 and SAM2 files to load: explicit paths first, else the released files from the cache."""
     if checkpoint is not None:
-        return WeightPaths(Path(checkpoint), Path(sam2_checkpoint) if sam2_checkpoint is not None else None)
+        return WeightPaths(existing_checkpoint(checkpoint),
+                           existing_checkpoint(sam2_checkpoint) if sam2_checkpoint is not None else None)
     if model != RELEASED_MODEL:
         raise AuralSAM2Error(f"released AuralSAM2 weights exist for {RELEASED_MODEL} only",
                              "pass --checkpoint for your own fine-tuned model, or --weights random")
@@ -224,7 +226,7 @@ def resolve_weights(model: str, checkpoint: str | Path | None, sam2_checkpoint: 
         raise AuralSAM2Error(f"unknown release {release!r}", f"choose one of {', '.join(AURALSAM2_WEIGHTS)}")
     wanted = [AURALSAM2_WEIGHTS[release]] + ([SAM2_WEIGHTS[model]] if sam2_checkpoint is None else [])
     found = ensure(wanted, allow_download)
-    return WeightPaths(found[0], Path(sam2_checkpoint) if sam2_checkpoint is not None else found[1])
+    return WeightPaths(found[0], existing_checkpoint(sam2_checkpoint) if sam2_checkpoint is not None else found[1])
 
 
 def load_engine(model: str = RELEASED_MODEL, image_size: int = 1024, weights: str = "auto",

@@ -1,8 +1,10 @@
 """``auralsam2 cvat annotate``: segment a CVAT task's objects with sound, upload masklets as tracks.
 
 The main CLI registers this with ``add_parser(subparsers)``; the parsed namespace's ``func`` is the
-handler (``func(args) -> exit code``). Server options are cvat-cli's own (``--server-host``,
-``--server-port``, ``--auth USER[:PASS]`` or ``CVAT_ACCESS_TOKEN``, ``--organization``, ``--profile``).
+handler (``func(args) -> exit code``; errors are raised as one-line :class:`AuralSAM2Error`, which
+the main CLI reports). Server options are cvat-cli's own (``--server-host``, ``--server-port``,
+``--auth USER[:PASS]`` or ``CVAT_ACCESS_TOKEN``, ``--organization``, ``--profile``). The server is
+reached, the task and its video checked, before the model is loaded.
 """
 from __future__ import annotations
 
@@ -53,10 +55,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="cvat_command", metavar="COMMAND", required=True)
     annotate = commands.add_parser(
         "annotate", help="segment a task's objects on its source video (with sound) and upload them",
-        description="Runs AuralSAM2 over the task's source video and uploads one polygon track (or, with "
-                    "--as mask, per-frame mask shapes grouped by object) per object. Existing annotations "
-                    "are kept unless --replace. Without prompts the sounding object is segmented from the "
-                    "audio alone, starting on the task's first frame.")
+        description="Runs AuralSAM2 over the task's source video, with its sound, and uploads one polygon "
+                    "track (or, with --as mask, per-frame mask shapes grouped by object) per object. A video "
+                    "task's own upload is fetched from CVAT (its backup; cached); image tasks need --video. "
+                    "Existing annotations are kept unless --replace. Without prompts the sounding object is "
+                    "segmented from the audio alone, starting on the task's first frame. This is the way to "
+                    "annotate video tasks: cvat-cli's 'task auto-annotate' (cvat-sdk 2.80) refuses them "
+                    "(UnsupportedDatasetError) before any function runs.")
     try:
         from cvat_sdk.core.auth import configure_client_auth_arguments
     except ImportError:
@@ -64,7 +69,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         return parser
     configure_client_auth_arguments(annotate)
     annotate.add_argument("--task", type=int, required=True, help="CVAT task id")
-    annotate.add_argument("--video", required=True, help="the video the task was created from (with its sound)")
+    annotate.add_argument("--video", help="the video the task was created from, with its sound (default: for a "
+                                          "video task, the file CVAT keeps, fetched from its backup; required "
+                                          "for image tasks)")
     annotate.add_argument("--audio", help="separate audio file (replaces the video's own track)")
     annotate.add_argument("--point", type=point_arg, action="append", default=[], metavar=PROMPT_HELP,
                           help="positive click for object OBJ on task frame FRAME (task pixels); repeatable")
@@ -138,39 +145,38 @@ def collect_prompts(args: argparse.Namespace):
 
 
 def run_annotate(args: argparse.Namespace) -> int:
-    """Handler of ``auralsam2 cvat annotate``; returns the exit code."""
-    from cvat_sdk.api_client.exceptions import ApiException
+    """Handler of ``auralsam2 cvat annotate``: 0, or a one-line AuralSAM2Error raised."""
     from cvat_sdk.core.auth import make_client_from_cli
-    from cvat_sdk.core.exceptions import AuthStoreError
 
-    from ..core.video import open_video
+    from ..core.weights import RANDOM_WEIGHTS_BANNER, release_variant
+    from .connection import server_errors, server_name
     from .streams import shared_engine
-    from .tracks import annotate_task
+    from .tracks import open_task, write_masklets
 
     def log(message: str) -> None:
         print(message, file=sys.stderr)
 
-    try:
-        prompts = collect_prompts(args)
-        if prompts and args.from_task_shapes:
-            raise AuralSAM2Error("--from-task-shapes and --point/--box exclude each other", "pick one")
+    prompts = collect_prompts(args)
+    if prompts and args.from_task_shapes:
+        raise AuralSAM2Error("--from-task-shapes and --point/--box exclude each other", "pick one")
+    if args.text and args.no_audio:  # text checks that need no server and no model
+        raise AuralSAM2Error("--text needs the audio (the Ref-AVS model reads sound and text together)",
+                             "drop --no-audio")
+    if args.text and args.checkpoint is None and release_variant(args.release) != "refavs":
+        raise AuralSAM2Error("--text needs the Ref-AVS weights", "add --release refavs")
+    with server_errors(server_name(args)):
+        client = make_client_from_cli(args)
+    with client, server_errors(client.api_map.host), \
+            open_task(client, args.task, video=args.video, audio=args.audio, log=log) as source:
+        source.label_id(args.label)
         engine = shared_engine(model=args.model, image_size=args.image_size, weights=args.weights,
                                checkpoint=args.checkpoint, sam2_checkpoint=args.sam2_checkpoint, device=args.device,
                                release=args.release, text_model=args.text_model)
         if engine.random_weights:
-            from ..core.weights import RANDOM_WEIGHTS_BANNER
             log(RANDOM_WEIGHTS_BANNER)
-        with open_video(args.video, audio=args.audio) as video, make_client_from_cli(args) as client:
-            written = annotate_task(client, args.task, engine, video, prompts=prompts,
-                                    from_task_shapes=args.from_task_shapes, label=args.label, replace=args.replace,
-                                    shape_type=args.shape_type, use_audio=not args.no_audio, log=log)
-    except (AuralSAM2Error, AuthStoreError) as err:
-        log(f"error: {err}")
-        return 1
-    except ApiException as err:
-        body = err.body.decode(errors="replace") if isinstance(err.body, bytes) else str(err.body or "")
-        log(f"error: the CVAT server answered {err.status} {err.reason}: {body[:500]}")
-        return 1
+        written = write_masklets(source, engine, prompts=prompts, from_task_shapes=args.from_task_shapes,
+                                 label=args.label, replace=args.replace, shape_type=args.shape_type,
+                                 use_audio=not args.no_audio, log=log)
     if not any(written.values()):
         log("no object was found on any frame: nothing was uploaded")
     return 0

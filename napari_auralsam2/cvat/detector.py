@@ -57,9 +57,9 @@ class Segmenter:
         self.prompt = prompt or Prompt()
         self.use_audio = use_audio
         self.audio = audio
-        self._videos: OrderedDict[Path, VideoSource] = OrderedDict()
+        self._videos: OrderedDict[tuple[Path, str], VideoSource] = OrderedDict()
         self._stream: MaskStream | None = None
-        self._stream_path: Path | None = None
+        self._stream_key: tuple[Path, str] | None = None  # (path, version) of the stream's video
         self._last: tuple[Path, int] | None = None
 
     def locate(self, image: np.ndarray) -> Match:
@@ -81,24 +81,26 @@ class Segmenter:
         fixed = self.prompt.frame
         if fixed is not None and match.frame < fixed:
             return None
+        key = (match.path, match.version)
         stream = self._stream
-        if stream is not None and self._stream_path == match.path and stream.last_frame < match.frame \
+        if stream is not None and self._stream_key == key and stream.last_frame < match.frame \
                 and (fixed is not None or match.frame - stream.last_frame <= MAX_SKIP):
             return stream
         self.close_stream()
-        video = self._video(match.path)
+        video = self._video(key)
         start = match.frame if fixed is None else fixed
         prompt = self.prompt
         self._stream = MaskStream(self.engine, video, start, use_audio=self.use_audio, points=prompt.points or None,
                                   labels=prompt.labels or None, box=prompt.box, text=prompt.text)
-        self._stream_path = match.path
+        self._stream_key = key
         return self._stream
 
-    def _video(self, path: Path) -> VideoSource:
-        video = self._videos.pop(path, None)
+    def _video(self, key: tuple[Path, str]) -> VideoSource:
+        """The video of a match, kept open (a file that changed since is opened afresh)."""
+        video = self._videos.pop(key, None)
         if video is None:
-            video = open_video(path, audio=self.audio)
-        self._videos[path] = video
+            video = open_video(key[0], audio=self.audio)
+        self._videos[key] = video
         while len(self._videos) > OPEN_VIDEOS:
             self._videos.popitem(last=False)[1].close()
         return video
@@ -106,7 +108,7 @@ class Segmenter:
     def close_stream(self) -> None:
         if self._stream is not None:
             self._stream.close()
-        self._stream = self._stream_path = None
+        self._stream = self._stream_key = None
 
     def close(self) -> None:
         self.close_stream()

@@ -1,5 +1,11 @@
 """The cvat-sdk detection function: ``cvat-cli task auto-annotate --function-module napari_auralsam2.cvat``.
 
+**Image tasks only.** cvat-sdk 2.80 refuses a video task before this function runs
+(``UnsupportedDatasetError: Chunk-based media access is only supported for tasks whose original
+chunks are image sets``, seen against CVAT 2.73). For a video task use ``auralsam2 cvat annotate``
+(the tracks writer: it fetches the task's own video, with its sound, from CVAT and uploads tracks)
+or the nuclio detector; this function serves image tasks made from a video's frames.
+
 cvat-sdk gives ``detect`` one frame image at a time (PIL), in task order, plus its file name.
 Names do not say which video frame an image is (video tasks repeat the video's name for every
 frame; image tasks carry whatever the files were called), so each image is located in the source
@@ -108,7 +114,7 @@ class AuralSAM2Function:
                                     text_model=text_model)
         prompt.text = self.engine.model.validate_text(text, use_audio)  # a bad text fails before any frame
         index = FrameIndex([video], tolerance=tolerance)
-        index.refresh()
+        index.refresh(strict=True)
         self.segmenter = Segmenter(self.engine, index, prompt, use_audio=use_audio, audio=audio)
 
     @property

@@ -13,6 +13,7 @@ import abc
 import json
 import os
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -23,10 +24,12 @@ from ..core.errors import AuralSAM2Error, PromptError
 from ..core.session import Engine
 from ..core.video import frames_from_array
 from ..core.weights import DEFAULT_RELEASE
-from .detector import DEFAULT_LABEL, Prompt, Segmenter
+from .detector import DEFAULT_LABEL, Prompt, Segment, Segmenter
 from .fingerprint import (
+    DEFAULT_RETRY_S,
     DEFAULT_TOLERANCE,
     AmbiguousFrameError,
+    BackgroundRefresh,
     FrameIndex,
     FrameNotFoundError,
 )
@@ -57,8 +60,12 @@ class Settings:
     release: str = DEFAULT_RELEASE
     text_model: str = ""
     device: str = ""
-    videos: str = "/videos"
+    cvat_data: str = "/cvat-data"
+    videos: str = ""
     index_cache: str = "/tmp/auralsam2-index"
+    index_interval_s: float = 30.0
+    index_wait_s: float = 20.0
+    index_retry_s: float = DEFAULT_RETRY_S
     label: str = DEFAULT_LABEL
     text: str = ""  # the detector's object in words (Ref-AVS weights)
     labels: str = ""  # JSON like the function spec's labels, each with a "text": one object per label
@@ -103,18 +110,27 @@ class Settings:
 
 
 class FunctionModel(abc.ABC):
-    """One deployed function: parses a request, then runs the engine under its lock."""
+    """One deployed function: parses a request, then runs the engine under its lock.
+
+    ``log`` takes warnings meant for the function's log (``context.logger.warn`` under nuclio).
+    """
 
     kind = ""
 
-    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+    def __init__(self, settings: Settings, engine: Engine | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
         self.settings = settings
+        self.log = log
         self.engine = engine or settings.engine()
         self.lock = model_lock(self.engine)
 
     @classmethod
-    def from_env(cls) -> FunctionModel:
-        return cls(Settings.from_env())
+    def from_env(cls, logger=None) -> FunctionModel:
+        """Built from ``AURALSAM2_*`` variables; ``logger``: nuclio's ``context.logger``."""
+        return cls(Settings.from_env(), log=logger.warn if logger is not None else None)
+
+    def close(self) -> None:
+        """Stop what the function runs besides requests (tests build many)."""
 
     @abc.abstractmethod
     def handle(self, body: dict) -> Any:
@@ -150,8 +166,9 @@ class TrackerModel(FunctionModel):
 
     kind = "tracker"
 
-    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
-        super().__init__(settings, engine)
+    def __init__(self, settings: Settings, engine: Engine | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
+        super().__init__(settings, engine, log)
         self.tracker = Tracker(self.engine, TrackStore(settings.tracker_capacity, settings.tracker_idle_s))
 
     def handle(self, body: dict) -> dict:
@@ -160,33 +177,56 @@ class TrackerModel(FunctionModel):
             return self.tracker(image, body)
 
 
+class StillIndexingError(FrameNotFoundError):
+    """The image was not found while new videos are still being indexed (answered 503)."""
+
+
 class Detector(FunctionModel):
-    """Automatic annotation with sound: locate the frame in a mounted source video, segment what sounds
-    (with Ref-AVS weights: the sounding object each label's text names, one masklet per label)."""
+    """Automatic annotation with sound: locate the frame in a task's upload, segment what sounds
+    (with Ref-AVS weights: the sounding object each label's text names, one masklet per label).
+
+    The index of CVAT's data volume (and of ``AURALSAM2_VIDEOS``) is kept by a background thread,
+    so a start or a request never waits for a large video it does not need; an image that is not
+    found waits up to ``index_wait_s`` for a pass over files added since.
+    """
 
     kind = "detector"
 
-    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
-        super().__init__(settings, engine)
-        self.index = FrameIndex([settings.videos], cache_dir=settings.index_cache or None,
-                                tolerance=settings.match_tolerance)
-        self.index.refresh()
-        self.segmenters = []
-        for label, text in settings.label_texts():
-            text = self.engine.model.validate_text(text, use_audio=True)  # a bad text fails at start-up
-            self.segmenters.append((label, Segmenter(self.engine, self.index, Prompt(text=text))))
+    def __init__(self, settings: Settings, engine: Engine | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
+        super().__init__(settings, engine, log)
+        label_texts = [(label, self.engine.model.validate_text(text, use_audio=True))  # a bad text fails at start-up
+                       for label, text in settings.label_texts()]
+        self.index = FrameIndex([settings.videos] if settings.videos else [], cache_dir=settings.index_cache or None,
+                                tolerance=settings.match_tolerance, retry_s=settings.index_retry_s,
+                                cvat_data=[settings.cvat_data] if settings.cvat_data else [], log=log)
+        self.refresher = BackgroundRefresh(self.index, settings.index_interval_s)
+        self.segmenters = [(label, Segmenter(self.engine, self.index, Prompt(text=text))) for label, text in label_texts]
 
     @property
     def segmenter(self) -> Segmenter:
         """The first label's segmenter."""
         return self.segmenters[0][1]
 
+    def close(self) -> None:
+        self.refresher.close()
+        for _, segmenter in self.segmenters:
+            segmenter.close()
+
     def handle(self, body: dict) -> list[dict]:
         threshold = parse_threshold(body.get("threshold"))
         image = decode_image(require(body, "image"))
         with self.lock:
-            self.index.refresh()
-            found = [(label, segmenter.segment(image)) for label, segmenter in self.segmenters]
+            try:
+                found = self._segment(image)
+            except FrameNotFoundError:
+                if not self.refresher.catch_up(self.settings.index_wait_s):
+                    pending = list(self.index.pending)
+                    names = ", ".join(path.name for path in pending[:3]) + (", ..." if len(pending) > 3 else "")
+                    raise StillIndexingError(f"this image matches no indexed frame yet, and {len(pending)} new "
+                                             f"video(s) are still being indexed ({names})",
+                                             "try again in a minute") from None
+                found = self._segment(image)
         shapes = []
         for label, segment in found:
             if segment is None or not segment.mask.any() or (threshold is not None and segment.score < threshold):
@@ -196,10 +236,13 @@ class Detector(FunctionModel):
                            "points": outline, "confidence": f"{segment.score:.3f}"})
         return shapes
 
+    def _segment(self, image: np.ndarray) -> list[tuple[str, Segment | None]]:
+        return [(label, segmenter.segment(image)) for label, segmenter in self.segmenters]
+
 
 #: status for errors that are the caller's fault; everything else is a 500
-STATUS = ((RequestError, None), (PromptError, 400), (FrameNotFoundError, 500), (AmbiguousFrameError, 500),
-          (AuralSAM2Error, 500))
+STATUS = ((RequestError, None), (PromptError, 400), (StillIndexingError, 503), (FrameNotFoundError, 500),
+          (AmbiguousFrameError, 500), (AuralSAM2Error, 500))
 
 
 def _reply(context, payload: Any, status: int):
@@ -223,4 +266,4 @@ def handle(context, event):
         return _reply(context, {"error": f"internal error ({type(err).__name__}: {err})"}, 500)
 
 
-__all__ = ["Settings", "FunctionModel", "Interactor", "TrackerModel", "Detector", "handle"]
+__all__ = ["Settings", "FunctionModel", "Interactor", "TrackerModel", "Detector", "StillIndexingError", "handle"]

@@ -13,6 +13,7 @@ import binascii
 import io
 import json
 import math
+import reprlib
 import warnings
 from typing import Any
 
@@ -24,6 +25,14 @@ MAX_BODY_BYTES = 32 * 2**20
 #: decoded frames larger than this are refused (decompression bombs)
 MAX_PIXELS = 80_000_000
 DATA_URL_SEPARATOR = ";base64,"
+#: how request values are quoted in error messages: a short, shallow excerpt (bodies may nest deeply)
+_QUOTE = reprlib.Repr()
+_QUOTE.maxlevel, _QUOTE.maxlist, _QUOTE.maxdict, _QUOTE.maxstring, _QUOTE.maxother = 3, 6, 4, 40, 40
+
+
+def shown(value: Any) -> str:
+    """A request value quoted for an error message, however large or deeply nested."""
+    return _QUOTE.repr(value)
 
 
 class RequestError(Exception):
@@ -45,6 +54,8 @@ def parse_body(body: Any) -> dict:
             body = json.loads(body)
         except (ValueError, UnicodeDecodeError) as err:
             raise RequestError(f"request body is not JSON ({err})") from None
+        except RecursionError:
+            raise RequestError("request body nests too deeply to be a CVAT request") from None
     if not isinstance(body, dict):
         raise RequestError(f"request body must be a JSON object, got {type(body).__name__}")
     return body
@@ -86,7 +97,7 @@ def decode_image(value: Any) -> np.ndarray:
 
 def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise RequestError(f"{what} must be a finite number, got {value!r}")
+        raise RequestError(f"{what} must be a finite number, got {shown(value)}")
     return float(value)
 
 
@@ -104,7 +115,7 @@ def parse_points(value: Any, width: int, height: int, what: str) -> list[tuple[f
     points = []
     for item in value:
         if not isinstance(item, (list, tuple)) or len(item) != 2:
-            raise RequestError(f"{what} must be a list of [x, y] pairs, got {item!r}")
+            raise RequestError(f"{what} must be a list of [x, y] pairs, got {shown(item)}")
         x, y = _number(item[0], f"{what} x"), _number(item[1], f"{what} y")
         _inside(x, y, width, height, f"{what[:-1] if what.endswith('s') else what}")
         points.append((x, y))
@@ -122,14 +133,14 @@ def parse_box(value: Any, width: int, height: int, what: str = "obj_bbox") -> tu
     else:
         raise RequestError(f"{what} must be [[x1, y1], [x2, y2]]")
     if len(flat) != 4:
-        raise RequestError(f"{what} must hold two corners, got {value!r}")
+        raise RequestError(f"{what} must hold two corners, got {shown(value)}")
     x1, y1, x2, y2 = (_number(v, what) for v in flat)
     for x, y in ((x1, y1), (x2, y2)):
         _inside(x, y, width, height, f"{what} corner")
     x0, x1 = sorted((x1, x2))
     y0, y1 = sorted((y1, y2))
     if x1 - x0 < 1 or y1 - y0 < 1:
-        raise RequestError(f"{what} {value!r} is empty: draw a box at least one pixel wide and high")
+        raise RequestError(f"{what} {shown(value)} is empty: draw a box at least one pixel wide and high")
     return x0, y0, x1, y1
 
 
@@ -150,5 +161,6 @@ def parse_list(value: Any, what: str) -> list:
     return value
 
 
-__all__ = ["RequestError", "parse_body", "require", "decode_image", "parse_points", "parse_box", "parse_threshold",
+__all__ = ["RequestError", "shown", "parse_body", "require", "decode_image", "parse_points", "parse_box",
+           "parse_threshold",
            "parse_list", "MAX_BODY_BYTES"]

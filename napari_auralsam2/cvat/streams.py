@@ -65,13 +65,17 @@ class StreamVideo(VideoSource):
         self._frames: dict[int, np.ndarray] = {}
         self.count = 0
 
-    def push(self, frame: np.ndarray) -> int:
-        """Append a frame (uint8 [H, W, 3]); returns its index."""
+    def check(self, frame: np.ndarray) -> None:
+        """Raise if the frame cannot be the next one (another size, or the stream is full)."""
         if frame.shape[:2] != (self.height, self.width):
             raise PromptError(f"this frame is {frame.shape[1]}x{frame.shape[0]}, the track started on a "
                               f"{self.width}x{self.height} frame", "track within one video")
         if self.count >= STREAM_CAPACITY:
             raise VideoError(f"a track can follow at most {STREAM_CAPACITY} frames", "start a new track")
+
+    def push(self, frame: np.ndarray) -> int:
+        """Append a frame (uint8 [H, W, 3]); returns its index."""
+        self.check(frame)
         self._frames[self.count] = np.ascontiguousarray(frame)
         self._frames.pop(self.count - STREAM_KEEP, None)
         self.count += 1
@@ -93,7 +97,8 @@ class MaskStream:
         self.engine, self.video = engine, video
         self.start_frame = int(start_frame)
         self.session = engine.open_session(video, use_audio=use_audio)
-        self.session.apply(Prompt(self.start_frame, OBJECT_ID, list(points or []), list(labels or []), box, text))
+        self.session.apply(Prompt(self.start_frame, OBJECT_ID, list(points or []), list(labels or []), box,
+                                  text=text))
         self._frames = self.session.propagate(start_frame=self.start_frame, direction="forward")
         self.last_frame = self.start_frame - 1
 

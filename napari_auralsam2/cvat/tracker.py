@@ -6,6 +6,7 @@ from the deployment); evicted, restarted or foreign ids answer 410, replayed old
 Shapes come as CVAT sends them: a bare ``[xtl, ytl, xbr, ybr]`` (functions without
 ``supported_shape_types``) or ``{"type": ..., "points": ...}`` for rectangle, polygon and mask;
 results keep the input's form and type. The first frame returns the user's shape as drawn.
+A request is all or nothing: every entry is checked before any track moves.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import numpy as np
 
 from ..core import masks as codec
 from ..core.session import Engine
-from .payloads import RequestError, parse_list
+from .payloads import RequestError, parse_list, shown
 from .streams import MaskStream, StreamVideo, frame_by_frame
 
 SUPPORTED_SHAPE_TYPES = ("rectangle", "polygon", "mask")
@@ -49,9 +50,10 @@ def parse_shape(value: Any, width: int, height: int) -> Shape:
     elif isinstance(value, dict):
         shape_type, points = value.get("type"), value.get("points")
     else:
-        raise RequestError(f"a shape must be a points list or an object, got {value!r}")
+        raise RequestError(f"a shape must be a points list or an object, got {shown(value)}")
     if shape_type not in SUPPORTED_SHAPE_TYPES:
-        raise RequestError(f"shape type {shape_type!r} is not supported: use one of {', '.join(SUPPORTED_SHAPE_TYPES)}")
+        raise RequestError(f"shape type {shown(shape_type)} is not supported: "
+                           f"use one of {', '.join(SUPPORTED_SHAPE_TYPES)}")
     if not isinstance(points, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in points):
         raise RequestError("shape points must be a list of numbers")
     if shape_type == "rectangle" and len(points) != 4:
@@ -149,7 +151,7 @@ class TrackStore:
 def parse_state(value: Any) -> tuple[str, int]:
     if not isinstance(value, dict) or not isinstance(value.get("id"), str) or not _ID.match(value["id"]) \
             or isinstance(value.get("step"), bool) or not isinstance(value.get("step"), int):
-        raise RequestError(f"malformed tracker state {value!r}: expected {{\"id\": <hex>, \"step\": <int>}}")
+        raise RequestError(f"malformed tracker state {shown(value)}: expected {{\"id\": <hex>, \"step\": <int>}}")
     return value["id"], value["step"]
 
 
@@ -161,40 +163,53 @@ class Tracker:
         self.store = store
 
     def __call__(self, image: np.ndarray, body: dict) -> dict:
+        """Every entry is checked before any track moves: a refused request changes nothing, so
+        CVAT's retry with the states it still holds is served (not answered 409)."""
         shapes = parse_list(body.get("shapes"), "shapes")
         states = parse_list(body.get("states"), "states")
         count = max(len(shapes), len(states))
         if count == 0:
             raise RequestError("nothing to track: send 'shapes' (to start) or 'states' (to continue)")
         height, width = image.shape[:2]
-        out_shapes, out_states = [], []
+        starts: dict[int, tuple[Shape, tuple]] = {}
+        continues: dict[int, tuple[str, Track]] = {}
         for i in range(count):
             state = states[i] if i < len(states) else None
             shape = shapes[i] if i < len(shapes) else None
             if state is None:
                 if shape is None:
                     raise RequestError(f"entry {i} has neither a shape nor a state")
-                result, new_state = self._start(image, parse_shape(shape, width, height))
+                parsed = parse_shape(shape, width, height)
+                starts[i] = parsed, shape_box(parsed, width, height)
             else:
-                result, new_state = self._continue(image, *parse_state(state))
-            out_shapes.append(result.to_json())
-            out_states.append(new_state)
-        return {"shapes": out_shapes, "states": out_states}
+                key, step = parse_state(state)
+                if any(key == other for other, _ in continues.values()):
+                    raise RequestError(f"tracker state {key} is given twice in one request")
+                continues[i] = key, self._checked(image, key, step)
+        results = {i: self._continue(image, key, track) for i, (key, track) in continues.items()}
+        results.update({i: self._start(image, shape, box) for i, (shape, box) in starts.items()})
+        return {"shapes": [results[i][0].to_json() for i in range(count)],
+                "states": [results[i][1] for i in range(count)]}
 
-    def _start(self, image: np.ndarray, shape: Shape) -> tuple[Shape, dict]:
-        height, width = image.shape[:2]
-        video = StreamVideo(height, width)
-        video.push(image)
-        stream = MaskStream(self.engine, video, 0, use_audio=False, box=shape_box(shape, width, height))
-        stream.advance_to(0)
-        key = self.store.add(Track(stream, video, shape))
-        return shape, {"id": key, "step": 0}
-
-    def _continue(self, image: np.ndarray, key: str, step: int) -> tuple[Shape, dict]:
+    def _checked(self, image: np.ndarray, key: str, step: int) -> Track:
+        """The live track a state names, if this image can be its next frame."""
         track = self.store.get(key)
         if step != track.step:
             raise RequestError(f"tracker state {key} is from step {step}, the track is at step {track.step} "
                                "(a frame was tracked twice): start tracking again from this frame", 409)
+        track.video.check(image)
+        return track
+
+    def _start(self, image: np.ndarray, shape: Shape, box: tuple) -> tuple[Shape, dict]:
+        height, width = image.shape[:2]
+        video = StreamVideo(height, width)
+        video.push(image)
+        stream = MaskStream(self.engine, video, 0, use_audio=False, box=box)
+        stream.advance_to(0)
+        key = self.store.add(Track(stream, video, shape))
+        return shape, {"id": key, "step": 0}
+
+    def _continue(self, image: np.ndarray, key: str, track: Track) -> tuple[Shape, dict]:
         index = track.video.push(image)
         mask, _ = track.stream.advance_to(index)
         track.step = index

@@ -16,7 +16,6 @@ example per frame, centred on the frame's time (the session's default rule).
 """
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -24,8 +23,10 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..core.audio import FrameExamples
+from ..core.errors import AuralSAM2Error
 from ..core.video import VideoSource, open_video
-from .datasets import AVSBenchDataset, ClipDataset, ClipSample, DataError, find_metadata
+from .datasets import (REPORTED_PROBLEMS, AVSBenchDataset, ClipDataset, ClipSample, DataError, find_metadata,
+                       read_csv_rows)
 from .exports import ANNOTATION_SUFFIXES, read_annotations
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
@@ -152,10 +153,12 @@ def discover_exports(folder: Path) -> list[VideoEntry]:
 
 def read_manifest(path: Path) -> list[VideoEntry]:
     """A CSV of ``video,annotations[,audio][,split]`` rows."""
-    with path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_csv_rows(path, "give a manifest CSV with video,annotations[,audio][,split] columns")
     if not rows or not {"video", "annotations"} <= set(rows[0]):
         raise DataError(f"{path.name} needs 'video' and 'annotations' columns", "see docs/training.md")
+    for line, row in enumerate(rows, start=2):
+        if not (row["video"] or "").strip() or not (row["annotations"] or "").strip():
+            raise DataError(f"{path.name} line {line} lacks a video or annotations path", "fill in both")
     base = path.parent
 
     def resolve(value: str | None) -> Path | None:
@@ -197,11 +200,21 @@ def open_split(data: str | Path, split: str, options: DataOptions = DataOptions(
         raise DataError(f"cannot use {data} as data", "give an AVSBench root, a folder of exports or a manifest .csv")
     held_out = split in ("val", "test")
     parts: list[ClipDataset] = []
-    for entry in entries:
-        if split == "all" or entry.split:
-            if split == "all" or (entry.split in ("val", "test")) == held_out:
-                parts.append(AnnotatedVideoClips(entry, options.objects, options.clip_len, options.stride))
-            continue
-        parts.append(AnnotatedVideoClips(entry, options.objects, options.clip_len, options.stride,
-                                         hold_out=options.val_fraction, held_out=held_out))
+    problems: list[tuple[VideoEntry, AuralSAM2Error]] = []
+    for entry in entries:  # every video is opened and checked here, in the main process
+        try:
+            if split == "all" or entry.split:
+                if split == "all" or (entry.split in ("val", "test")) == held_out:
+                    parts.append(AnnotatedVideoClips(entry, options.objects, options.clip_len, options.stride))
+                continue
+            parts.append(AnnotatedVideoClips(entry, options.objects, options.clip_len, options.stride,
+                                             hold_out=options.val_fraction, held_out=held_out))
+        except AuralSAM2Error as error:
+            problems.append((entry, error))
+    if len(problems) == 1:
+        raise problems[0][1]
+    if problems:
+        raise DataError(f"{len(problems)} of the {len(entries)} videos of {data} cannot be used",
+                        "fix or remove them (the first problems follow)",
+                        details=[f"{entry.video.name}: {error}" for entry, error in problems[:REPORTED_PROBLEMS]])
     return ConcatClips(parts, transform)

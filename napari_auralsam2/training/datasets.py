@@ -8,7 +8,9 @@ AVSBench layout (as the official `avs.code` reads it)::
     AVSBench/<label>/<uid>/audio.wav
 
 A frame without a label file (v1s training clips label frame 0 only) is not supervised. Audio
-gives one 0.96 s VGGish example per frame (the ``avsbench`` rule of `core.audio`).
+gives one 0.96 s VGGish example per frame (the ``avsbench`` rule of `core.audio`). Every clip the
+split uses is checked when the dataset is opened (in the main process, before any model loads):
+its folder, frames and audio.wav.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ SUBSETS = ("v1s", "v1m", "v2")
 FRAME_DIR, LABEL_DIR, AUDIO_FILE = "frames", "labels_rgb", "audio.wav"
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 _NUMBER = re.compile(r"(\d+)$")
+REPORTED_PROBLEMS = 3  # a dataset error lists this many bad clips
 
 
 class DataError(AuralSAM2Error):
@@ -101,6 +104,17 @@ def frame_number(path: Path) -> int:
     return int(match.group(1))
 
 
+def read_csv_rows(path: Path, hint: str) -> list[dict[str, str]]:
+    """The rows of a UTF-8 CSV file; DataError (one line) when it is binary or not valid CSV."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            return list(csv.DictReader(handle))
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path} is not a text CSV file (byte {err.start} is not UTF-8)", hint) from None
+    except csv.Error as err:
+        raise DataError(f"{path} is not a valid CSV file: {err}", hint) from None
+
+
 def find_metadata(root: Path) -> Path | None:
     """AVSBench's metadata.csv under ``root`` (official or flat location), if any."""
     for rel in METADATA_PATHS:
@@ -122,8 +136,7 @@ class AVSBenchDataset(ClipDataset):
         if metadata is None:
             raise DataError(f"no AVSBench metadata.csv under {self.root}",
                             "pass the AVSBench root (with avss_index/metadata.csv and v1s/, v1m/, v2/)")
-        with metadata.open(newline="") as handle:
-            rows = list(csv.DictReader(handle))
+        rows = read_csv_rows(metadata, "use the AVSBench (AVSS) metadata.csv")
         if rows and not {"uid", "split", "label"} <= set(rows[0]):
             raise DataError(f"{metadata} lacks the uid/split/label columns", "use the AVSBench (AVSS) metadata.csv")
         self.entries = [(subset, row["uid"]) for subset in SUBSETS if subset in subsets
@@ -131,7 +144,28 @@ class AVSBenchDataset(ClipDataset):
         if not self.entries:
             raise DataError(f"no {split!r} clips of {', '.join(subsets)} in {metadata}",
                             "check --split and --subsets")
+        problems = [problem for problem in map(self._problem, self.entries) if problem]
+        if problems:
+            raise DataError(f"{len(problems)} of the {len(self.entries)} {split!r} clips listed in {metadata.name} "
+                            f"cannot be used", "check the AVSBench download (the first problems follow)",
+                            details=problems[:REPORTED_PROBLEMS])
         self.transform = transform
+
+    def _problem(self, entry: tuple[str, str]) -> str | None:
+        """What keeps one clip from loading (folder, frames, audio), or None."""
+        subset, uid = entry
+        folder = self.root / subset / uid
+        if not folder.is_dir():
+            return f"{subset}/{uid}: the folder is missing"
+        frames = [p for p in (folder / FRAME_DIR).glob("*") if p.suffix.lower() in FRAME_SUFFIXES]
+        if not frames:
+            return f"{subset}/{uid}: no frames in {FRAME_DIR}/"
+        unnumbered = next((p.name for p in frames if _NUMBER.search(p.stem) is None), None)
+        if unnumbered:
+            return f"{subset}/{uid}: cannot read a frame number from {FRAME_DIR}/{unnumbered}"
+        if not (folder / AUDIO_FILE).is_file():
+            return f"{subset}/{uid}: no {AUDIO_FILE}"
+        return None
 
     def __len__(self) -> int:
         return len(self.entries)

@@ -6,6 +6,13 @@ model-selection mode), ``first`` (mask 0) or ``iou_occ_select`` (iou_select, log
 the object score is negative). Metrics use the supervised frames only, at the model's image size
 against nearest-resized labels (`metrics` has the conventions). A split's mIoU and F-score are
 means over clips (AVSBench); J, F and J&F are means over the frames of a video, then over videos.
+
+Under several processes (`distributed`), a `DistributedSampler` (no shuffling) gives each process
+its share of the clips; every process then gathers all the clips' scores (per clip: its IoU and
+F-score, each frame's J and F) and drops the duplicates the sampler pads with, so the report is
+the one process's report exactly, whatever the number of processes: a split's scores are reduced
+from the clips' scores, never averaged from per-process averages (which would weigh processes,
+not clips, and count the padding). The official code counts the padded duplicates.
 """
 from __future__ import annotations
 
@@ -17,9 +24,11 @@ from typing import Callable
 
 import numpy as np
 import torch
+from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from ..core.model.auralsam2 import AuralSAM2, ClipOutput
+from . import distributed
 from .datasets import ClipDataset, cond_frame
 from .metrics import avs_clip_fscore, avs_frame_ious, boundary_fmeasure, region_similarity
 
@@ -127,14 +136,19 @@ def score_clip(logits: torch.Tensor, labels: torch.Tensor, supervised: torch.Ten
 def evaluate(model: AuralSAM2, dataset: ClipDataset, decode: str = "iou_select", amp: bool = True,
              progress: bool = True, limit: int | None = None,
              callback: Callable[[ClipScore], None] | None = None) -> EvalReport:
-    """Run the official evaluation over ``dataset`` (a test-transformed clip dataset)."""
+    """Run the official evaluation over ``dataset`` (a test-transformed clip dataset); under several
+    processes each evaluates its share and all get the whole report."""
     device = model.device
     was_training = model.aural_fuser.training
     model.eval()
-    scores: list[ClipScore] = []
+    processes = distributed.current()
     count = len(dataset) if limit is None else min(limit, len(dataset))
+    indices = list(range(count))
+    if processes.distributed:
+        indices = list(DistributedSampler(indices, processes.world_size, processes.rank, shuffle=False))
+    scores: dict[int, ClipScore] = {}
     try:
-        for index in tqdm(range(count), desc="eval", disable=not progress, leave=False):
+        for index in tqdm(indices, desc="eval", disable=not (progress and processes.main), leave=False):
             clip = dataset[index]
             with autocast_for(device, amp):
                 out = model.segment_clip(clip.frames.to(device), clip.audio.to(device),
@@ -142,10 +156,12 @@ def evaluate(model: AuralSAM2, dataset: ClipDataset, decode: str = "iou_select",
             score = score_clip(decode_logits(out, decode), clip.labels, clip.supervised, clip.name, clip.video,
                                clip.frame_indices)
             if score is not None:
-                scores.append(score)
+                scores[index] = score
                 if callback is not None:
                     callback(score)
     finally:
         model.aural_fuser.train(was_training)
-    return EvalReport(scores, decode)
+    if processes.distributed:
+        scores = {index: score for part in distributed.gather(scores) for index, score in part.items()}
+    return EvalReport([scores[index] for index in sorted(scores)], decode)
 

@@ -5,8 +5,12 @@ be left out: the text model then comes from its own folder); a fuser-only file (
 keys, or `aural_fuser.*`) plus a stock SAM2 checkpoint (`{"model": ...}`); legacy files with
 `audio_prompter.*` / `train_*` / `training_layers.N` names (remapped as the official
 `tools/remap_aural_ckpt_keys.py` does); a VGGish file for training from scratch; `.safetensors` for
-any of them. Pickles are always read with `weights_only=True`. `checkpoint_variant` tells AVS from
-Ref-AVS files by what they hold.
+any of them. Pickles are always read with `weights_only=True`.
+
+A file is classified by what it holds (the top-level module names of its keys: the full model's,
+the fuser's, SAM2's or VGGish's), so a file given in the wrong place, or one that is not a model
+of ours at all, is named as such before any key-by-key comparison; `checkpoint_variant` then tells
+AVS from Ref-AVS files (a text branch or text model), so a file never loads into the other variant.
 """
 from __future__ import annotations
 
@@ -27,7 +31,6 @@ FUSER_PREFIX = "aural_fuser."
 SAM2_PREFIX = "v_model."
 TEXT_PREFIX = "t_model."
 TEXT_PROJ = "text_proj."  # only the Ref-AVS fuser has it
-SAM2_ONLY_KEY = "image_encoder."  # a bare SAM2 state_dict starts with its image encoder
 #: legacy AuralFuser module names (1-based) -> current ModuleList names (0-based)
 LEGACY_RENAMES = tuple(
     [(f"train_f_patch_embed{i}", f"patch_embeds.{i - 1}") for i in (1, 2, 3)]
@@ -47,13 +50,24 @@ _LEGACY_LAYER = re.compile(r"^(?:audio_prompter|aural_fuser)\.training_layers\.(
 _LEGACY_VGG = re.compile(r"^(?:audio_prompter|aural_fuser)\.finetuning_layers\.0\.(.+)$")
 _WRAPPERS = ("model", "state_dict")
 _EXAMPLES = 3
+FULL, FUSER, SAM2, VGGISH = "full", "fuser", "sam2", "vggish"
+KIND_NAMES = {FULL: "an AuralSAM2 checkpoint", FUSER: "an AuralFuser checkpoint", SAM2: "a SAM2 checkpoint",
+              VGGISH: "a VGGish checkpoint"}
+
+
+def existing_checkpoint(path: str | Path) -> Path:
+    """The path of a checkpoint file; CheckpointError for a folder or a missing file."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file", "give the .pth/.pt/.safetensors file itself")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}", "check the path")
+    return path
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a tensor dict from .pt/.pth/.safetensors; unwrap `{"model": ...}` / `{"state_dict": ...}`."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}", "check the path")
+    path = existing_checkpoint(path)
     try:
         if path.suffix == ".safetensors":
             obj = load_file(str(path))
@@ -137,6 +151,40 @@ def _strip(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tenso
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
+def _tops(keys) -> set[str]:
+    return {key.split(".", 1)[0] for key in keys}
+
+
+def checkpoint_kind(state: dict[str, torch.Tensor], model: nn.Module) -> str | None:
+    """FULL, FUSER, SAM2 or VGGISH: whose top-level module names cover most keys; None for none."""
+    modules = {FULL: model, FUSER: model.aural_fuser, SAM2: model.v_model, VGGISH: model.aural_fuser.vgg}
+    tops = [key.split(".", 1)[0] for key in state]
+    counts = {}
+    for kind, module in modules.items():
+        names = _tops(module.state_dict())
+        counts[kind] = sum(top in names for top in tops)
+    kind = max(counts, key=counts.get)
+    return kind if counts[kind] else None
+
+
+def _kind_error(name: str, kind: str | None, wanted: str, state: dict[str, torch.Tensor],
+                hint: str) -> CheckpointError:
+    if kind is None:
+        names = ", ".join(sorted(_tops(state))[:_EXAMPLES])
+        return CheckpointError(f"{name} holds none of the weights AuralSAM2 uses (its names start with {names}): "
+                               f"it is not {KIND_NAMES[wanted]}", hint)
+    return CheckpointError(f"{name} is {KIND_NAMES[kind]}, not {KIND_NAMES[wanted]}", hint)
+
+
+def _load_part(module: nn.Module, model: nn.Module, path: str | Path, wanted: str, hint: str) -> None:
+    """Load the SAM2 or VGGish file of `load_checkpoint` after checking that it is one."""
+    name, state = Path(path).name, read_state_dict(path)
+    kind = checkpoint_kind(state, model)
+    if kind != wanted:
+        raise _kind_error(name, kind, wanted, state, hint)
+    load_strict(module, state, name)
+
+
 def load_checkpoint(model: nn.Module, checkpoint: str | Path | None = None,
                     sam2_checkpoint: str | Path | None = None, vggish_checkpoint: str | Path | None = None,
                     state: dict[str, torch.Tensor] | None = None) -> str:
@@ -147,26 +195,32 @@ def load_checkpoint(model: nn.Module, checkpoint: str | Path | None = None,
     `checkpoint` when the caller has read it already.
     """
     if sam2_checkpoint is not None:
-        load_strict(model.v_model, read_state_dict(sam2_checkpoint), Path(sam2_checkpoint).name)
+        _load_part(model.v_model, model, sam2_checkpoint, SAM2,
+                   "the SAM2 checkpoint is Meta's sam2_hiera_*.pt (AuralSAM2 files go to --checkpoint)")
     if vggish_checkpoint is not None:
-        load_strict(model.aural_fuser.vgg, read_state_dict(vggish_checkpoint), Path(vggish_checkpoint).name)
+        _load_part(model.aural_fuser.vgg, model, vggish_checkpoint, VGGISH,
+                   "the VGGish checkpoint is vggish-10086976.pth")
     if checkpoint is None:
         return "none"
     name = Path(checkpoint).name
     state = remap_legacy_keys(read_state_dict(checkpoint) if state is None else state)
+    if not any(k.startswith(SAM2_PREFIX) for k in state) and any(k.startswith(FUSER_PREFIX) for k in state):
+        state = _strip(state, FUSER_PREFIX)
+    kind = checkpoint_kind(state, model)
+    if kind == SAM2:
+        raise CheckpointError(f"{name} is a SAM2 checkpoint, not an AuralSAM2 one",
+                              "pass it as the SAM2 checkpoint (--sam2-checkpoint)")
+    if kind not in (FULL, FUSER):
+        raise _kind_error(name, kind, FULL, state,
+                          "pass a released auralsam2_*.pth or a training run's best.pth")
     variant = checkpoint_variant(state)
-    if variant != model.variant and not any(k.startswith(SAM2_ONLY_KEY) for k in state):
+    if variant != model.variant:
         raise CheckpointError(f"{name} holds {variant} weights but the model was built for {model.variant}",
                               f"build the model with variant {variant!r}")
-    if any(k.startswith(SAM2_PREFIX) for k in state):
+    if kind == FULL:
         without_text = hasattr(model, "t_model") and not any(k.startswith(TEXT_PREFIX) for k in state)
         load_strict(model, state, name, skip=TEXT_PREFIX if without_text else None)
         return "full"
-    if any(k.startswith(FUSER_PREFIX) for k in state):
-        state = _strip(state, FUSER_PREFIX)
-    elif any(k.startswith(SAM2_ONLY_KEY) for k in state):
-        raise CheckpointError(f"{name} is a SAM2 checkpoint, not an AuralSAM2 one",
-                              "pass it as the SAM2 checkpoint (--sam2-checkpoint)")
     if sam2_checkpoint is None:
         raise CheckpointError(f"{name} holds only the AuralFuser", "also pass the SAM2 checkpoint (sam2_hiera_large.pt)")
     load_strict(model.aural_fuser, state, name)

@@ -5,7 +5,7 @@ from napari_auralsam2.cvat.nuclio_handlers import handle
 
 
 def init_context(context):
-    context.user_data.model = ModelHandler.from_env()
+    context.user_data.model = ModelHandler.from_env(context.logger)
     context.logger.info("AuralSAM2 detector ready")
 
 
