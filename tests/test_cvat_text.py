@@ -84,11 +84,11 @@ def test_nuclio_detector_segments_one_object_per_labelled_text(ref_engine, volum
     try:
         with open_video(volume / "task-source.mp4") as video:
             reply = detector.handle({"image": encode(video.frame(0))})
+        assert [item["label"] for item in reply] == ["guitarist", "dog"]
+        texts = [segmenter._stream.session.state["auralsam2_texts"] for _, segmenter in detector.segmenters]
+        assert texts == [{1: GUITAR}, {1: DOG}]
     finally:
         detector.close()
-    assert [item["label"] for item in reply] == ["guitarist", "dog"]
-    texts = [segmenter._stream.session.state["auralsam2_texts"] for _, segmenter in detector.segmenters]
-    assert texts == [{1: GUITAR}, {1: DOG}]
 
 
 @pytest.mark.parametrize("env, message", [
