@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile | $(PY)
 	$(PIP) install -q -U pip "setuptools>=70.1" wheel
 	$(PIP) install -q $(TORCH_PINS)
 	SAM2_BUILD_CUDA=0 $(PIP) install -q --no-build-isolation sam2==1.1.0
-	$(PIP) install -q -e ".[napari,cvat,batch,dev]"
+	$(PIP) install -q -e ".[napari,cvat,batch,refavs,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -34,7 +34,7 @@ from .core.model.auralsam2 import IMAGE_SIZE_MULTIPLE, SAM2_CONFIGS
 from .core.sample import make_sample_clip
 from .core.session import Progress, Prompt
 from .core.video import WRITE_CODECS, truncation_note
-from .core.weights import AURALSAM2_WEIGHTS, DEFAULT_RELEASE, HOME_ENV, RANDOM_WEIGHTS_BANNER
+from .core.weights import AURALSAM2_WEIGHTS, DEFAULT_RELEASE, HOME_ENV, RANDOM_WEIGHTS_BANNER, release_variant
 
 PROG = "auralsam2"
 EXIT_BUG = 1
@@ -75,12 +75,15 @@ EXAMPLES = """examples:
   auralsam2 segment talk.mp4 --point 320,200,0 --point 100,80,0,0 --box 10,10,90,120,5,2
   auralsam2 segment clip.mp4 --no-audio --point 50,40,12 --format coco-rle --out masks/
   auralsam2 segment talk.mp4 --mask 30,1,fixed_frame30.png   # a corrected mask of object 1 on frame 30
+  auralsam2 segment band.mp4 --release refavs --text "the man playing the guitar"   # say which sound
 
 prompts are in video pixels: --point x,y,frame[,label[,object]] (label 1 positive, 0 negative;
 object id 1 unless given) and --box x0,y0,x1,y1,frame[,object]; the points and box of one object
 on one frame form one prompt. --mask frame,object,FILE.png is a mask prompt (nonzero pixels =
 the object, the PNG the video's size) and replaces clicks of that object on that frame. Without prompts, object 1 starts from the audio alone on
 --audio-frame (default 0); with prompts and audio, the clicks refine the audio-prompted decoder.
+--text [object:]words names an object (object 1 unless given) in words; it needs the Ref-AVS
+weights (--release refavs) and the audio, and works with or without clicks or a --mask.
 """
 
 
@@ -166,6 +169,48 @@ def group_prompts(points: Sequence[tuple] = (), boxes: Sequence[tuple] = (),
     if len(objects) > MAX_OBJECTS:
         raise UsageError(f"{len(objects)} objects in one run is more than {MAX_OBJECTS}; split them over several runs")
     return list(prompts.values())
+
+
+def parse_text(text: str) -> tuple[int, str]:
+    """'[object:]words' -> (object, words); the object id defaults to 1."""
+    head, sep, rest = text.partition(":")
+    if sep and head.strip().isdigit():
+        obj, text = _whole(float(head), "object id", 1), rest
+    else:
+        obj = DEFAULT_OBJECT
+    if not text.strip():
+        raise argparse.ArgumentTypeError("--text is empty: describe the object, e.g. 'the man playing the guitar'")
+    return obj, text.strip()
+
+
+def add_texts(prompts: list[Prompt], texts: Sequence[tuple[int, str]], audio_frame: int = 0) -> list[Prompt]:
+    """Give each object its text; an object with a text and no clicks starts from the audio on `audio_frame`."""
+    named: dict[int, str] = {}
+    for obj, text in texts:
+        if named.setdefault(obj, text) != text:
+            raise UsageError(f"object {obj} has two texts; give one --text per object")
+    for prompt in prompts:
+        prompt.text = named.get(prompt.object_id)
+    prompted = {p.object_id for p in prompts}
+    return prompts + [Prompt(audio_frame, obj, text=text) for obj, text in named.items() if obj not in prompted]
+
+
+def check_text_options(args: argparse.Namespace, prompts: Sequence[Prompt]) -> None:
+    """Text prompts need the audio and Ref-AVS weights; Ref-AVS weights segment what a text names,
+    so with the audio every object needs one (`prompts`: after `add_texts`)."""
+    refavs = release_variant(args.release) == "refavs"
+    if args.text and args.no_audio:
+        raise UsageError("--text needs the audio (the Ref-AVS model reads sound and text together); drop --no-audio")
+    if args.checkpoint is None and args.text and not refavs:
+        raise UsageError("--text needs the Ref-AVS weights: add --release refavs")
+    if args.checkpoint is None and refavs and not args.no_audio:
+        if not args.text:
+            raise UsageError("the Ref-AVS weights segment the object a text names: "
+                             "add --text 'the man playing the guitar'")
+        unnamed = sorted({p.object_id for p in prompts if not p.text})
+        if unnamed:
+            raise UsageError(f"object {unnamed[0]} has no text, and the Ref-AVS weights segment the object a text "
+                             f"names: add --text '{unnamed[0]}:the man playing the guitar'")
 
 
 def check_mask_sizes(masks: Sequence[tuple], video) -> None:
@@ -313,6 +358,8 @@ def check_segment_args(args: argparse.Namespace) -> tuple[list[Prompt], Path, Pa
         raise UsageError("--audio-frame is for audio-only runs; with --point/--box/--mask the prompted frames are used")
     if args.weights == "random" and (args.checkpoint or args.sam2_checkpoint):
         raise UsageError("--checkpoint/--sam2-checkpoint need --weights auto (the default), not random")
+    prompts = add_texts(prompts, args.text or (), args.audio_frame or 0)
+    check_text_options(args, prompts)
     top = max((p.object_id for p in prompts), default=DEFAULT_OBJECT)
     if args.format == "png" and top > MAX_PNG_ID:
         raise UsageError(f"object id {top} does not fit a 16-bit PNG; use --format npz or coco-rle")
@@ -342,7 +389,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
             check_audio(video)
         engine = load_engine(model=args.model, image_size=args.image_size, weights=args.weights,
                              checkpoint=args.checkpoint, sam2_checkpoint=args.sam2_checkpoint,
-                             release=args.release, device=args.device)
+                             release=args.release, device=args.device, text_model=args.text_model)
         store, written, banner, interrupted = segment_to_folder(
             engine, video, out, args.model, prompts, use_audio, args.audio_frame or 0, args.direction, args.format,
             overlay)
@@ -358,8 +405,10 @@ def segment_to_folder(engine, video, out: Path, model: str, prompts: Sequence[Pr
     segment, then write the masks (and overlay) into `out`; returns (store, written, banner, interrupted)."""
     banner = announce_weights(engine)
     store, interrupted = segment_video(engine, video, prompts, use_audio, audio_frame, direction, progress)
+    texts = {str(p.object_id): p.text for p in prompts if p.text}
     info = {"model": model, "image_size": engine.image_size, "audio": use_audio,
-            "random_weights": engine.random_weights}
+            "random_weights": engine.random_weights, "variant": engine.model.variant,
+            **({"texts": texts} if texts else {})}
     if interrupted:
         overlay = None
     audio = overlay_audio(video) if overlay is not None else None
@@ -439,7 +488,9 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--checkpoint", metavar="P", help="AuralSAM2 checkpoint (full model, or fuser-only)")
     group.add_argument("--sam2-checkpoint", metavar="P", help="stock SAM2 checkpoint (with a fuser-only file)")
     group.add_argument("--release", choices=list(AURALSAM2_WEIGHTS), default=DEFAULT_RELEASE,
-                       help="which released AuralSAM2 weights --weights auto uses")
+                       help="which released AuralSAM2 weights --weights auto uses (refavs: text + audio)")
+    group.add_argument("--text-model", metavar="DIR",
+                       help="folder of distilroberta-base for --release refavs (default: the pinned Hub copy)")
     group.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
 
 
@@ -463,8 +514,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a box around an object; repeatable (one per object and frame)")
     seg.add_argument("--mask", action="append", type=parse_mask, metavar="frame,obj,FILE.png",
                      help="a mask prompt: nonzero pixels of the PNG (video size) are the object; repeatable")
+    seg.add_argument("--text", action="append", type=parse_text, metavar="[obj:]words",
+                     help="name an object in words (Ref-AVS weights, audio on); object id default 1; repeatable")
     seg.add_argument("--audio-frame", type=lambda t: _whole(_numbers(t, "frame", (1,))[0], "frame", 0),
-                     metavar="N", help="without prompts: the frame the audio-only object starts on (default 0)")
+                     metavar="N", help="without clicks: the frame the audio(+text) object starts on (default 0)")
     seg.add_argument("--direction", choices=("both", "forward", "backward"), default="both",
                      help="propagate from the first prompted frame (default both ways)")
     seg.add_argument("--out", metavar="DIR", help="output folder (default: <video name>_auralsam2)")

@@ -32,7 +32,7 @@ def make_sidecar(video) -> Sidecar:
     objects = [
         ObjectRecord(2, "drum", prompts=[Prompt(3, 2, points=[(21.5, 12.0), (40.0, 5.25)], labels=[1, 0]),
                                          Prompt(6, 2, box=(10.0, 10.0, 40.0, 30.0)),
-                                         Prompt(8, 2, mask=fixed)]),
+                                         Prompt(8, 2, mask=fixed, text="the drum on the left")]),
         ObjectRecord(7, "singer", committed=True, audio_guidance=False, prompts=[Prompt(0, 7)]),  # audio-only
     ]
     return Sidecar(VideoIdentity.of(video), {"masks": masks, "committed": committed}, objects,
@@ -52,6 +52,7 @@ def test_restore_equals_what_was_saved(video, tmp_path):
         np.testing.assert_array_equal(loaded.layers[name], labels)
     assert loaded.objects == saved.objects  # ids, names, flags, clicks/boxes/audio prompts (masks compared below)
     np.testing.assert_array_equal(loaded.objects[0].prompts[2].mask, saved.objects[0].prompts[2].mask)
+    assert loaded.objects[0].prompts[2].text == "the drum on the left"  # a Ref-AVS text rides with its prompt
     assert loaded.objects[0].prompts[0].points == [(21.5, 12.0), (40.0, 5.25)]
     assert loaded.objects[1].prompts[0].audio_only
     assert loaded.protection == saved.protection and loaded.settings == saved.settings

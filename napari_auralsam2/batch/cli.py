@@ -17,7 +17,7 @@ import torch
 
 from ..cli import UsageError, _add_engine_options, _numbers, _whole, prepare_out
 from ..core.export import FORMATS
-from ..core.weights import RANDOM_WEIGHTS_BANNER
+from ..core.weights import RANDOM_WEIGHTS_BANNER, release_variant
 from .outputs import DONE, FAILED, SKIPPED, Result, Summary, earlier_result
 from .sources import collect_jobs
 from .worker import Settings
@@ -70,6 +70,9 @@ def add_parser(subparsers) -> None:
 def _settings(args: argparse.Namespace, out: Path, local: bool) -> Settings:
     if args.weights == "random" and (args.checkpoint or args.sam2_checkpoint):
         raise UsageError("--checkpoint/--sam2-checkpoint need --weights auto (the default), not random")
+    if release_variant(args.release) == "refavs" and not args.no_audio:
+        raise UsageError("batch takes no text prompts, and the Ref-AVS weights segment the object a text names: "
+                         "use an AVSBench --release here, or auralsam2 segment --text per video")
     device = args.device
     if device is not None and device not in ("cpu", "cuda"):
         raise UsageError(f"--device {device}: batch takes cpu or cuda (each GPU worker gets a GPU of its own)")

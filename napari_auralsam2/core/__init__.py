@@ -11,7 +11,7 @@ _EXPORTS = {
     "AudioTrack": "audio", "waveform_to_examples": "audio",
     "AuralSAM2Error": "errors",
     "AuralSAM2": "model", "build_auralsam2": "model", "load_checkpoint": "model",
-    "Engine": "session", "SegmentationSession": "session",
+    "Engine": "session", "Prompt": "session", "SegmentationSession": "session",
     "VideoSource": "video", "frames_from_array": "video", "load_audio": "video", "open_video": "video",
     "RANDOM_WEIGHTS_BANNER": "weights", "load_engine": "weights",
 }

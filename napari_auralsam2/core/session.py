@@ -22,7 +22,7 @@ from .audio import FrameExamples
 from .errors import AudioError, NoAudioError, PromptError
 from .model.auralsam2 import AuralSAM2
 from .model.aural_fuser import FuserOutput
-from .model.predictor import UNGUIDED_KEY, WINDOWS_KEY
+from .model.predictor import TEXTS_KEY, UNGUIDED_KEY, WINDOWS_KEY
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -40,13 +40,18 @@ Cancel = threading.Event | Callable[[], bool] | None
 
 @dataclass
 class Prompt:
-    """What a host asks for one object on one frame: clicks and/or a box, or a mask; none = the audio alone."""
+    """What a host asks for one object on one frame: clicks and/or a box, or a mask; none = the audio alone.
+
+    ``text`` names the object in words ("the woman playing the violin"; Ref-AVS weights only), with
+    any of these. It belongs to the object: a later prompt without text keeps it.
+    """
 
     frame: int
     object_id: int
     points: list[tuple[float, float]] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
     box: tuple[float, float, float, float] | None = None
+    text: str | None = None
     #: bool [H, W] at video resolution (e.g. a hand-corrected mask): SAM2's mask prompt
     mask: np.ndarray | None = field(default=None, compare=False, repr=False)
 
@@ -216,6 +221,7 @@ class SegmentationSession:
             "temp_output_dict_per_obj": {},
             "frames_tracked_per_obj": {},
             WINDOWS_KEY: FrameWindows(self.engine, self.video, examples),
+            TEXTS_KEY: {},
         }
 
     @property
@@ -236,9 +242,17 @@ class SegmentationSession:
         binary = (video_res_logits > 0).squeeze(1).cpu().numpy()
         return {int(obj_id): binary[i] for i, obj_id in enumerate(obj_ids)}
 
+    def _set_text(self, object_id: int, text: str | None) -> None:
+        """Check and keep an object's text prompt (None keeps the text it has; see `Prompt`)."""
+        texts = self.state[TEXTS_KEY]
+        checked = self.engine.model.validate_text(texts.get(int(object_id)) if text is None else text,
+                                                  self.audio_guidance(object_id))
+        if checked is not None:
+            texts[int(object_id)] = checked
+
     def add_prompt(self, frame_index: int, object_id: int, points: Sequence[Sequence[float]] | None = None,
                    labels: Sequence[int] | None = None,
-                   box: Sequence[float] | None = None) -> Masks:
+                   box: Sequence[float] | None = None, text: str | None = None) -> Masks:
         """Clicks (label 1 positive, 0 negative) and/or a box (x0, y0, x1, y1) for one object on one frame."""
         frame_index = self._check_frame(frame_index)
         if not points and box is None:
@@ -255,6 +269,7 @@ class SegmentationSession:
             self._check_xy(x1, y1, "box corner")
             if x1 <= x0 or y1 <= y0:
                 raise PromptError(f"box {tuple(box)} is empty: give x0 < x1 and y0 < y1")
+        self._set_text(object_id, text)
         with self.engine.computing():
             _, obj_ids, logits = self.predictor.add_new_points_or_box(
                 self.state, frame_index, int(object_id),
@@ -263,12 +278,14 @@ class SegmentationSession:
                 box=np.asarray(box, dtype=np.float32) if box is not None else None)
         return self._masks(obj_ids, logits)
 
-    def add_audio_prompt(self, frame_index: int, object_id: int) -> Masks:
-        """Start (or restart) an object on a frame from the audio alone: the sounding object."""
+    def add_audio_prompt(self, frame_index: int, object_id: int, text: str | None = None) -> Masks:
+        """Start (or restart) an object on a frame from the audio alone: the sounding object
+        (with Ref-AVS weights: the sounding object that `text` refers to)."""
         if not self.audio_guidance(object_id):
             raise PromptError(f"an audio-only prompt needs the audio: open the session with use_audio=True "
                               f"and keep audio guidance on for object {object_id}")
         frame_index = self._check_frame(frame_index)
+        self._set_text(object_id, text)
         p, state = self.predictor, self.state
         with self.engine.computing():
             obj_idx = p._obj_id_to_idx(state, int(object_id))
@@ -289,18 +306,20 @@ class SegmentationSession:
             _, logits = p._get_orig_video_res_output(state, merged["pred_masks_video_res"])
         return self._masks(state["obj_ids"], logits)
 
-    def add_mask(self, frame_index: int, object_id: int, mask: np.ndarray) -> Masks:
+    def add_mask(self, frame_index: int, object_id: int, mask: np.ndarray, text: str | None = None) -> Masks:
         """A mask prompt (SAM2's `add_new_mask`): bool/nonzero [H, W] at video resolution, e.g. a corrected mask.
 
         It replaces the object's clicks on that frame and becomes a conditioning frame; the audio
         keeps guiding the object (its pointer here and every tracked frame) unless turned off with
-        `set_audio_guidance`. An empty mask says the object is absent on that frame.
+        `set_audio_guidance` (with Ref-AVS weights, the audio and the object's `text`). An empty
+        mask says the object is absent on that frame.
         """
         frame_index = self._check_frame(frame_index)
         mask = np.asarray(mask)
         if mask.shape != (self.height, self.width):
             raise PromptError(f"the mask of object {object_id} on frame {frame_index} is "
                               f"{'x'.join(map(str, mask.shape[::-1]))}, the video is {self.width}x{self.height}")
+        self._set_text(object_id, text)
         with self.engine.computing():
             _, obj_ids, logits = self.predictor.add_new_mask(self.state, frame_index, int(object_id),
                                                              torch.from_numpy(mask != 0))
@@ -324,11 +343,11 @@ class SegmentationSession:
             if prompt.points or prompt.box is not None:
                 raise PromptError(f"object {prompt.object_id} on frame {prompt.frame}: give a mask or "
                                   "clicks/a box, not both (a mask prompt replaces the clicks)")
-            return self.add_mask(prompt.frame, prompt.object_id, prompt.mask)
+            return self.add_mask(prompt.frame, prompt.object_id, prompt.mask, text=prompt.text)
         if prompt.audio_only:
-            return self.add_audio_prompt(prompt.frame, prompt.object_id)
+            return self.add_audio_prompt(prompt.frame, prompt.object_id, text=prompt.text)
         return self.add_prompt(prompt.frame, prompt.object_id, points=prompt.points or None,
-                               labels=prompt.labels or None, box=prompt.box)
+                               labels=prompt.labels or None, box=prompt.box, text=prompt.text)
 
     def clear_prompts(self, frame_index: int, object_id: int | None = None) -> None:
         """Forget the prompts on a frame (for one object, or all)."""
@@ -342,12 +361,14 @@ class SegmentationSession:
     def remove_object(self, object_id: int) -> None:
         with torch.inference_mode():
             self.predictor.remove_object(self.state, int(object_id), strict=False, need_output=False)
+        self.state[TEXTS_KEY].pop(int(object_id), None)
         self.state.get(UNGUIDED_KEY, set()).discard(int(object_id))
 
     def reset(self) -> None:
         """Drop every object and prompt (cached features are kept)."""
         with torch.inference_mode():
             self.predictor.reset_state(self.state)
+        self.state[TEXTS_KEY].clear()
         self.state.pop(UNGUIDED_KEY, None)
 
     # -- propagation -----------------------------------------------------------------------

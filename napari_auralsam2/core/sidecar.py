@@ -7,8 +7,8 @@ written. It holds:
 
 * ``manifest.json``: format name and version, the video's identity (name, frames, size, fps and
   the fingerprints of its first, middle and last frame), the objects (id, name, committed flag,
-  audio guidance, prompts: clicks, boxes, audio-only and mask prompts), the host's edit-protection
-  state (any JSON value, kept as is) and the engine settings (a JSON object).
+  audio guidance, prompts: clicks, boxes, audio-only and mask prompts, with their texts), the
+  host's edit-protection state (any JSON value, kept as is) and the engine settings (a JSON object).
 * ``layers/<name>.npy``: named integer label stacks ``[T, H, W]`` (e.g. the working masks and the
   committed ones), deflate-compressed, written frame by frame.
 * ``prompt_masks.npy``: bool ``[K, H, W]``, the mask prompts the manifest refers to by index.

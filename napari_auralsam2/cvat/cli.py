@@ -15,6 +15,7 @@ from ..core.errors import AuralSAM2Error
 
 PROMPT_HELP = "OBJ:FRAME:X,Y"
 BOX_HELP = "OBJ:FRAME:X0,Y0,X1,Y1"
+TEXT_HELP = "[OBJ:]WORDS"
 
 
 def _prompt_arg(text: str, count: int, what: str) -> tuple[int, int, list[float]]:
@@ -35,6 +36,15 @@ def point_arg(text: str) -> tuple[int, int, list[float]]:
 
 def box_arg(text: str) -> tuple[int, int, list[float]]:
     return _prompt_arg(text, 4, "box")
+
+
+def text_arg(text: str) -> tuple[int, str]:
+    """'[OBJ:]words' -> (object id, words); object 1 unless given."""
+    head, sep, rest = text.partition(":")
+    obj, words = (int(head), rest) if sep and head.strip().isdigit() else (1, text)
+    if not words.strip():
+        raise argparse.ArgumentTypeError(f"text {text!r} is empty: describe the object in words")
+    return obj, words.strip()
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -69,6 +79,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                           help="negative click; repeatable")
     annotate.add_argument("--box", type=box_arg, action="append", default=[], metavar=BOX_HELP,
                           help="box for object OBJ on task frame FRAME; one per object and frame")
+    annotate.add_argument("--text", type=text_arg, action="append", default=[], metavar=TEXT_HELP,
+                          help="name object OBJ (default 1) in words; needs --release refavs; repeatable")
     annotate.add_argument("--from-task-shapes", action="store_true",
                           help="use the task's rectangles, points, polygons and masks as prompts (one object each)")
     annotate.add_argument("--label", help="task label for prompted objects (default: the task's first label)")
@@ -83,7 +95,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     engine.add_argument("--image-size", type=int, default=1024)
     engine.add_argument("--weights", choices=("auto", "random"), default="auto",
                         help="random: pipeline checks only (meaningless masks)")
-    engine.add_argument("--checkpoint", help="AuralSAM2 checkpoint (default: released avs_v2 from the cache)")
+    engine.add_argument("--checkpoint", help="AuralSAM2 checkpoint (default: the release's file from the cache)")
+    engine.add_argument("--release", default="avs_v2", help="avs_v2 (default), avs_v1s, avs_v1m or refavs (text)")
+    engine.add_argument("--text-model", help="folder of distilroberta-base for refavs (default: pinned Hub copy)")
     engine.add_argument("--sam2-checkpoint", help="SAM2 checkpoint (default: from the cache)")
     engine.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     annotate.set_defaults(func=run_annotate)
@@ -118,14 +132,23 @@ def collect_prompts(args: argparse.Namespace):
         prompt.box = tuple(box)
     if len({p.object_id for p in prompts.values()}) != len(prompts):
         raise AuralSAM2Error("each object takes prompts on one frame only", "give all clicks of an object on one frame")
-    return sorted(prompts.values(), key=lambda p: p.object_id)
+    texts = dict(args.text)
+    if len(texts) != len(args.text):
+        raise AuralSAM2Error("an object has two texts", "give one --text per object")
+    by_object = {p.object_id: p for p in prompts.values()}
+    for obj, text in texts.items():
+        if obj < 1:
+            raise AuralSAM2Error(f"object ids start at 1, got {obj}")
+        # an object named only in words starts from the audio on the task's first frame (frame None)
+        by_object.setdefault(obj, ObjectPrompt(frame=None, object_id=obj)).text = text
+    return sorted(by_object.values(), key=lambda p: p.object_id)
 
 
 def run_annotate(args: argparse.Namespace) -> int:
     """Handler of ``auralsam2 cvat annotate``: 0, or a one-line AuralSAM2Error raised."""
     from cvat_sdk.core.auth import make_client_from_cli
 
-    from ..core.weights import RANDOM_WEIGHTS_BANNER
+    from ..core.weights import RANDOM_WEIGHTS_BANNER, release_variant
     from .connection import server_errors, server_name
     from .streams import shared_engine
     from .tracks import open_task, write_masklets
@@ -136,13 +159,19 @@ def run_annotate(args: argparse.Namespace) -> int:
     prompts = collect_prompts(args)
     if prompts and args.from_task_shapes:
         raise AuralSAM2Error("--from-task-shapes and --point/--box exclude each other", "pick one")
+    if args.text and args.no_audio:  # text checks that need no server and no model
+        raise AuralSAM2Error("--text needs the audio (the Ref-AVS model reads sound and text together)",
+                             "drop --no-audio")
+    if args.text and args.checkpoint is None and release_variant(args.release) != "refavs":
+        raise AuralSAM2Error("--text needs the Ref-AVS weights", "add --release refavs")
     with server_errors(server_name(args)):
         client = make_client_from_cli(args)
     with client, server_errors(client.api_map.host), \
             open_task(client, args.task, video=args.video, audio=args.audio, log=log) as source:
         source.label_id(args.label)
         engine = shared_engine(model=args.model, image_size=args.image_size, weights=args.weights,
-                               checkpoint=args.checkpoint, sam2_checkpoint=args.sam2_checkpoint, device=args.device)
+                               checkpoint=args.checkpoint, sam2_checkpoint=args.sam2_checkpoint, device=args.device,
+                               release=args.release, text_model=args.text_model)
         if engine.random_weights:
             log(RANDOM_WEIGHTS_BANNER)
         written = write_masklets(source, engine, prompts=prompts, from_task_shapes=args.from_task_shapes,

@@ -28,7 +28,8 @@ DEFAULT_LABEL = "sounding object"
 
 @dataclass
 class Prompt(session.Prompt):
-    """What starts the masklet: clicks/box on ``frame``, or (none given) the audio alone.
+    """What starts the masklet: clicks/box on ``frame``, or (none given) the audio alone; ``text``
+    names the object (Ref-AVS weights).
 
     ``frame=None`` starts on the first frame seen (audio mode); a fixed frame is where the
     clicks were made, and frames before it get no mask.
@@ -90,7 +91,7 @@ class Segmenter:
         start = match.frame if fixed is None else fixed
         prompt = self.prompt
         self._stream = MaskStream(self.engine, video, start, use_audio=self.use_audio, points=prompt.points or None,
-                                  labels=prompt.labels or None, box=prompt.box)
+                                  labels=prompt.labels or None, box=prompt.box, text=prompt.text)
         self._stream_key = key
         return self._stream
 

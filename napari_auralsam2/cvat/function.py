@@ -18,7 +18,10 @@ runs on that video with its sound, keeping SAM2's memory from frame to frame: on
 video              str    source video of the task (required; its audio is used)
 audio              str    separate audio file (replaces the video's own track)
 model              str    SAM2 backbone: hiera_t, hiera_s, hiera_b+, hiera_l (default, the released one)
-checkpoint         str    AuralSAM2 checkpoint (default: the released avs_v2 from the weights cache)
+checkpoint         str    AuralSAM2 checkpoint (default: the release's file from the weights cache)
+release            str    released weights: avs_v2 (default), avs_v1s, avs_v1m, or refavs (reads ``text``)
+text               str    the object in words, e.g. ``the woman playing the violin`` (refavs weights)
+text_model         str    folder of distilroberta-base for refavs (default: the pinned Hub copy, cached)
 sam2_checkpoint    str    SAM2 checkpoint (default: the matching one from the weights cache)
 weights            str    ``auto`` (default) or ``random`` (pipeline checks only: meaningless masks)
 device             str    cpu, cuda, cuda:1... (default: cuda when available)
@@ -46,6 +49,7 @@ from ..core import masks as codec
 from ..core.errors import AuralSAM2Error
 from .detector import DEFAULT_LABEL, Prompt, Segmenter
 from .fingerprint import DEFAULT_TOLERANCE, FrameIndex
+from ..core.weights import DEFAULT_RELEASE
 from .streams import model_lock, shared_engine
 
 LABEL_ID = 0
@@ -86,18 +90,19 @@ class AuralSAM2Function:
                  device: str | None = None, image_size: int = 1024, threshold: float = DEFAULT_THRESHOLD,
                  label: str = DEFAULT_LABEL, mode: str = "audio", points: str | None = None,
                  neg_points: str | None = None, box: str | None = None, prompt_frame: int = 0,
-                 use_audio: bool = True, tolerance: float = DEFAULT_TOLERANCE) -> None:
+                 use_audio: bool = True, tolerance: float = DEFAULT_TOLERANCE, release: str = DEFAULT_RELEASE,
+                 text: str | None = None, text_model: str | None = None) -> None:
         if mode not in MODES:
             raise AuralSAM2Error(f"unknown mode {mode!r}", f"use one of {', '.join(MODES)}")
         if not 0 <= threshold <= 1:
             raise AuralSAM2Error(f"threshold must be between 0 and 1, got {threshold:g}")
         if not Path(video).is_file():
             raise AuralSAM2Error(f"source video {video} does not exist", "pass -p video=str:/path/to/source.mp4")
-        prompt = Prompt()
+        prompt = Prompt(text=text)
         if mode == "prompt":
             positive, negative = parse_xy_list(points, "points"), parse_xy_list(neg_points, "neg_points")
             prompt = Prompt(frame=int(prompt_frame), points=positive + negative,
-                            labels=[1] * len(positive) + [0] * len(negative), box=parse_box_text(box))
+                            labels=[1] * len(positive) + [0] * len(negative), box=parse_box_text(box), text=text)
             if prompt.audio_only:
                 raise AuralSAM2Error("mode=prompt needs points or a box", "add -p points=str:x,y or -p box=str:...")
         elif not use_audio:
@@ -105,7 +110,9 @@ class AuralSAM2Function:
         self.threshold = float(threshold)
         self._spec = cvataa.DetectionFunctionSpec(labels=[cvataa.label_spec(label, LABEL_ID, type="mask")])
         self.engine = shared_engine(model=model, image_size=image_size, weights=weights, checkpoint=checkpoint,
-                                    sam2_checkpoint=sam2_checkpoint, device=device)
+                                    sam2_checkpoint=sam2_checkpoint, device=device, release=release,
+                                    text_model=text_model)
+        prompt.text = self.engine.model.validate_text(text, use_audio)  # a bad text fails before any frame
         index = FrameIndex([video], tolerance=tolerance)
         index.refresh(strict=True)
         self.segmenter = Segmenter(self.engine, index, prompt, use_audio=use_audio, audio=audio)

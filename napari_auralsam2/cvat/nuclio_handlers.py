@@ -23,7 +23,8 @@ from ..core import masks as codec
 from ..core.errors import AuralSAM2Error, PromptError
 from ..core.session import Engine
 from ..core.video import frames_from_array
-from .detector import DEFAULT_LABEL, Segmenter
+from ..core.weights import DEFAULT_RELEASE
+from .detector import DEFAULT_LABEL, Prompt, Segment, Segmenter
 from .fingerprint import (
     DEFAULT_RETRY_S,
     DEFAULT_TOLERANCE,
@@ -56,6 +57,8 @@ class Settings:
     weights: str = "auto"
     checkpoint: str = ""
     sam2_checkpoint: str = ""
+    release: str = DEFAULT_RELEASE
+    text_model: str = ""
     device: str = ""
     cvat_data: str = "/cvat-data"
     videos: str = ""
@@ -64,6 +67,8 @@ class Settings:
     index_wait_s: float = 20.0
     index_retry_s: float = DEFAULT_RETRY_S
     label: str = DEFAULT_LABEL
+    text: str = ""  # the detector's object in words (Ref-AVS weights)
+    labels: str = ""  # JSON like the function spec's labels, each with a "text": one object per label
     match_tolerance: float = DEFAULT_TOLERANCE
     tracker_capacity: int = DEFAULT_CAPACITY
     tracker_idle_s: float = DEFAULT_IDLE_S
@@ -86,7 +91,22 @@ class Settings:
     def engine(self) -> Engine:
         return shared_engine(model=self.model, image_size=self.image_size, weights=self.weights,
                              checkpoint=self.checkpoint or None, sam2_checkpoint=self.sam2_checkpoint or None,
-                             device=self.device or None, allow_download=False)
+                             device=self.device or None, allow_download=False, release=self.release,
+                             text_model=self.text_model or None)
+
+    def label_texts(self) -> list[tuple[str, str | None]]:
+        """(label, text) of each object the detector segments: AURALSAM2_LABELS, else AURALSAM2_LABEL/_TEXT."""
+        if not self.labels:
+            return [(self.label, self.text or None)]
+        try:
+            spec = json.loads(self.labels)
+            pairs = [(str(item["name"]), item.get("text") or None) for item in spec]
+        except (ValueError, TypeError, KeyError) as err:
+            raise AuralSAM2Error(f"{ENV_PREFIX}LABELS is not a JSON list of {{\"name\": ..., \"text\": ...}} labels",
+                                 "copy the labels of the function spec and add a text to each") from err
+        if not pairs:
+            raise AuralSAM2Error(f"{ENV_PREFIX}LABELS lists no label")
+        return pairs
 
 
 class FunctionModel(abc.ABC):
@@ -162,7 +182,8 @@ class StillIndexingError(FrameNotFoundError):
 
 
 class Detector(FunctionModel):
-    """Automatic annotation with sound: locate the frame in a task's upload, segment what sounds.
+    """Automatic annotation with sound: locate the frame in a task's upload, segment what sounds
+    (with Ref-AVS weights: the sounding object each label's text names, one masklet per label).
 
     The index of CVAT's data volume (and of ``AURALSAM2_VIDEOS``) is kept by a background thread,
     so a start or a request never waits for a large video it does not need; an image that is not
@@ -174,22 +195,30 @@ class Detector(FunctionModel):
     def __init__(self, settings: Settings, engine: Engine | None = None,
                  log: Callable[[str], None] | None = None) -> None:
         super().__init__(settings, engine, log)
+        label_texts = [(label, self.engine.model.validate_text(text, use_audio=True))  # a bad text fails at start-up
+                       for label, text in settings.label_texts()]
         self.index = FrameIndex([settings.videos] if settings.videos else [], cache_dir=settings.index_cache or None,
                                 tolerance=settings.match_tolerance, retry_s=settings.index_retry_s,
                                 cvat_data=[settings.cvat_data] if settings.cvat_data else [], log=log)
         self.refresher = BackgroundRefresh(self.index, settings.index_interval_s)
-        self.segmenter = Segmenter(self.engine, self.index)
+        self.segmenters = [(label, Segmenter(self.engine, self.index, Prompt(text=text))) for label, text in label_texts]
+
+    @property
+    def segmenter(self) -> Segmenter:
+        """The first label's segmenter."""
+        return self.segmenters[0][1]
 
     def close(self) -> None:
         self.refresher.close()
-        self.segmenter.close()
+        for _, segmenter in self.segmenters:
+            segmenter.close()
 
     def handle(self, body: dict) -> list[dict]:
         threshold = parse_threshold(body.get("threshold"))
         image = decode_image(require(body, "image"))
         with self.lock:
             try:
-                found = self.segmenter.segment(image)
+                found = self._segment(image)
             except FrameNotFoundError:
                 if not self.refresher.catch_up(self.settings.index_wait_s):
                     pending = list(self.index.pending)
@@ -197,12 +226,18 @@ class Detector(FunctionModel):
                     raise StillIndexingError(f"this image matches no indexed frame yet, and {len(pending)} new "
                                              f"video(s) are still being indexed ({names})",
                                              "try again in a minute") from None
-                found = self.segmenter.segment(image)
-        if found is None or not found.mask.any() or (threshold is not None and found.score < threshold):
-            return []
-        outline = codec.to_polygons(found.mask, tolerance=codec.POLYGON_TOLERANCE)[0]
-        return [{"label": self.settings.label, "type": "mask", "mask": codec.to_detector_mask(found.mask),
-                 "points": outline, "confidence": f"{found.score:.3f}"}]
+                found = self._segment(image)
+        shapes = []
+        for label, segment in found:
+            if segment is None or not segment.mask.any() or (threshold is not None and segment.score < threshold):
+                continue
+            outline = codec.to_polygons(segment.mask, tolerance=codec.POLYGON_TOLERANCE)[0]
+            shapes.append({"label": label, "type": "mask", "mask": codec.to_detector_mask(segment.mask),
+                           "points": outline, "confidence": f"{segment.score:.3f}"})
+        return shapes
+
+    def _segment(self, image: np.ndarray) -> list[tuple[str, Segment | None]]:
+        return [(label, segmenter.segment(image)) for label, segmenter in self.segmenters]
 
 
 #: status for errors that are the caller's fault; everything else is a 500

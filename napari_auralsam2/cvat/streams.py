@@ -18,7 +18,7 @@ import torch
 from ..core.errors import PromptError, VideoError
 from ..core.session import Engine, Prompt
 from ..core.video import VideoSource
-from ..core.weights import load_engine
+from ..core.weights import DEFAULT_RELEASE, load_engine
 
 OBJECT_ID = 1
 #: frames a streamed (tracker) video can reach; its frame times are one small array
@@ -33,14 +33,16 @@ _locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def shared_engine(model: str = "hiera_l", image_size: int = 1024, weights: str = "auto",
                   checkpoint: str | Path | None = None, sam2_checkpoint: str | Path | None = None,
-                  device: str | None = None, allow_download: bool = True) -> Engine:
+                  device: str | None = None, allow_download: bool = True, release: str = DEFAULT_RELEASE,
+                  text_model: str | Path | None = None) -> Engine:
     """Load an engine once per process and configuration (functions and tests share it)."""
-    key = (model, int(image_size), weights, str(checkpoint or ""), str(sam2_checkpoint or ""), device or "")
+    key = (model, int(image_size), weights, str(checkpoint or ""), str(sam2_checkpoint or ""), device or "",
+           release, str(text_model or ""))
     with _engines_lock:
         if key not in _engines:
             _engines[key] = load_engine(model=model, image_size=int(image_size), weights=weights,
                                         checkpoint=checkpoint, sam2_checkpoint=sam2_checkpoint, device=device,
-                                        allow_download=allow_download)
+                                        allow_download=allow_download, release=release, text_model=text_model)
         return _engines[key]
 
 
@@ -90,11 +92,13 @@ class MaskStream:
     """One object in one video: prompted on a start frame, then tracked forward on demand."""
 
     def __init__(self, engine: Engine, video: VideoSource, start_frame: int, use_audio: bool = True,
-                 points: list | None = None, labels: list | None = None, box: tuple | None = None) -> None:
+                 points: list | None = None, labels: list | None = None, box: tuple | None = None,
+                 text: str | None = None) -> None:
         self.engine, self.video = engine, video
         self.start_frame = int(start_frame)
         self.session = engine.open_session(video, use_audio=use_audio)
-        self.session.apply(Prompt(self.start_frame, OBJECT_ID, list(points or []), list(labels or []), box))
+        self.session.apply(Prompt(self.start_frame, OBJECT_ID, list(points or []), list(labels or []), box,
+                                  text=text))
         self._frames = self.session.propagate(start_frame=self.start_frame, direction="forward")
         self.last_frame = self.start_frame - 1
 

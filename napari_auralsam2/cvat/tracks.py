@@ -163,7 +163,8 @@ def run_masklets(engine: Engine, video: VideoSource, frames: FrameMap, prompts: 
             points = [(x * scale_x, y * scale_y) for x, y in prompt.points]
             box = None if prompt.box is None else (prompt.box[0] * scale_x, prompt.box[1] * scale_y,
                                                   prompt.box[2] * scale_x, prompt.box[3] * scale_y)
-            session.apply(Prompt(frames.source[prompt.frame], prompt.object_id, points, list(prompt.labels), box))
+            session.apply(Prompt(frames.source[prompt.frame], prompt.object_id, points, list(prompt.labels), box,
+                                 text=prompt.text))
         results: dict[int, dict[int, list]] = {p.object_id: {} for p in prompts}
         reported = [0]
 
@@ -289,6 +290,9 @@ def write_masklets(source: TaskSource, engine: Engine, prompts: list[ObjectPromp
                                  "draw some, or pass --point/--box")
     elif not prompts:
         prompts = [ObjectPrompt(frame=min(frames.source), object_id=1)]  # the sounding object, from the first task frame
+    for prompt in prompts:
+        if prompt.frame is None:  # named in words only: from the audio on the first task frame
+            prompt.frame = min(frames.source)
     kind = "auto" if all(not p.points and p.box is None for p in prompts) else "semi-auto"
     encoded = run_masklets(engine, source.video, frames, prompts, use_audio, shape_type, log)
     task_frames = sorted(frames.source)

@@ -18,12 +18,16 @@ import torch
 from ..core.model.auralsam2 import SAM2_CONFIGS, VARIANTS, build_auralsam2
 from ..core.files import check_outputs, check_writable
 from ..core.model.checkpoint import existing_checkpoint, load_checkpoint
-from ..core.weights import RANDOM_WEIGHTS_BANNER
+from ..core.weights import RANDOM_WEIGHTS_BANNER, ensure_text_model
 from .clips import DEFAULT_CLIP_LEN, DataOptions, open_split
 from . import distributed
 from .contrastive import MODES
 from .datasets import SUBSETS, DataError
 from .evaluate import DECODES, PER_VIDEO_CSV, SUMMARY_CSV, evaluate
+from .refavs import PER_CLIP_CSV as REF_PER_CLIP_CSV
+from .refavs import SPLITS as REF_SPLITS
+from .refavs import SUMMARY_CSV as REF_SUMMARY_CSV
+from .refavs import RefAVSDataset, evaluate_refavs, is_refavs_root, write_reports
 from .report import CSV_NAME, PLOT_NAME
 from .train import BEST_NAME, LAST_NAME, OFFICIAL_GPUS, TrainConfig, Trainer
 from .transforms import EvalTransform
@@ -87,7 +91,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="AVSBench root, folder of exports, or manifest .csv")
     parser.add_argument("--model", default=DEFAULT_MODEL, choices=list(SAM2_CONFIGS), help="SAM2 size (default hiera_l)")
     parser.add_argument("--image-size", type=_image_size, default=DEFAULT_IMAGE_SIZE, help="square input size (1024)")
-    parser.add_argument("--variant", default="avs", choices=VARIANTS, help="fuser variant (avs)")
+    parser.add_argument("--variant", default="avs", choices=VARIANTS,
+                        help="fuser variant (avs; Ref-AVS data is evaluated as refavs)")
     parser.add_argument("--sam2-checkpoint", help="SAM2 weights (sam2_hiera_large.pt for the released models)")
     parser.add_argument("--random-weights", action="store_true", help="random SAM2/VGGish (pipeline checks only)")
     parser.add_argument("--subsets", type=_names, default=list(SUBSETS), help="AVSBench subsets (v1s,v1m,v2)")
@@ -131,11 +136,14 @@ def add_parser(subparsers) -> None:
     train.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
     train.set_defaults(func=run_train)
 
-    ev = subparsers.add_parser("eval", help="AVSBench mIoU/F-score and J&F of a fuser checkpoint",
+    ev = subparsers.add_parser("eval", help="AVSBench / Ref-AVS mIoU, F-score (J&F, S) of a checkpoint",
                                description="Evaluate AuralSAM2 as the official validation does.")
     _add_common(ev)
     ev.add_argument("--checkpoint", help="fuser or full-model checkpoint (e.g. runs/auralsam2/best.pth)")
-    ev.add_argument("--split", default="test", help="test / val / train, or 'all' clips of exports (test)")
+    ev.add_argument("--split", default="test",
+                    help="test / val / train, or 'all' clips of exports; Ref-AVS: test_s / test_u / test_n, "
+                         "test = all three (test)")
+    ev.add_argument("--text-model", help="Ref-AVS: folder of distilroberta-base (default: the pinned Hub copy)")
     ev.add_argument("--decode", choices=DECODES, default="iou_select", help="mask decoding (iou_select)")
     ev.add_argument("--out", default="eval_out", help="folder for per_video.csv and summary.csv")
     ev.add_argument("--limit", type=_positive, help="evaluate the first n clips only")
@@ -167,6 +175,8 @@ def _prepare_out(out: Path, outputs: tuple[str, ...], args: argparse.Namespace) 
 
 
 def run_train(args: argparse.Namespace) -> int:
+    if args.variant == "refavs":
+        raise DataError("training the Ref-AVS variant is not supported yet", "evaluate it with auralsam2 eval")
     out = Path(args.out).expanduser()
     earlier = [name for name in (BEST_NAME, LAST_NAME, CSV_NAME) if (out / name).exists()]
     if earlier and not args.resume:
@@ -204,6 +214,12 @@ def run_eval(args: argparse.Namespace) -> int:
     elif args.checkpoint is None:
         raise DataError("eval needs --checkpoint (a fuser or full-model file)", "or --random-weights")
     _check_files(args, "checkpoint", "sam2_checkpoint")
+    if is_refavs_root(args.data):
+        _prepare_out(Path(args.out).expanduser(), (REF_PER_CLIP_CSV, REF_SUMMARY_CSV), args)
+        return run_refavs_eval(args)
+    if args.variant == "refavs":
+        raise DataError("the refavs variant reads a text per clip: evaluate it on Ref-AVS data",
+                        "give the REFAVS folder (metadata.csv, media/, gt_mask/)")
     _prepare_out(Path(args.out).expanduser(), (PER_VIDEO_CSV, SUMMARY_CSV), args)
     dataset = open_split(args.data, args.split, _options(args), EvalTransform(args.image_size))
     processes, device = distributed.setup(args.device)  # under torchrun: each process evaluates a share
@@ -216,4 +232,28 @@ def run_eval(args: argparse.Namespace) -> int:
         per_video, summary = report.write(args.out)
         print(report.table())
         print(f"wrote {per_video} and {summary}")
+    return 0
+
+
+def run_refavs_eval(args: argparse.Namespace) -> int:
+    """`auralsam2 eval` on a Ref-AVS root: test_s / test_u (mIoU, F-score) and test_n (S)."""
+    splits = REF_SPLITS if args.split == "test" else (args.split,)
+    if not set(splits) <= set(REF_SPLITS):
+        raise DataError(f"unknown Ref-AVS split {args.split!r}", f"use test or one of {', '.join(REF_SPLITS)}")
+    datasets = [RefAVSDataset(args.data, split, EvalTransform(args.image_size)) for split in splits]
+    text_model = args.text_model
+    if text_model is None and not args.random_weights:
+        text_model = ensure_text_model()
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = build_auralsam2(SAM2_CONFIGS[args.model], image_size=args.image_size, variant="refavs",
+                            text_model=text_model)
+    if not args.random_weights:
+        load_checkpoint(model, args.checkpoint, args.sam2_checkpoint)
+    model = model.to(device).eval()
+    reports = [evaluate_refavs(model, dataset, decode=args.decode, progress=args.progress, limit=args.limit)
+               for dataset in datasets]
+    for report in reports:
+        print(report.table())
+    per_clip, summary = write_reports(reports, args.out)
+    print(f"wrote {per_clip} and {summary}")
     return 0

@@ -33,13 +33,15 @@ class FuserOutput:
 
     dense: list[torch.Tensor]   # 3 x [T, H*W, 256]: added to the decoder's image keys
     sparse: list[torch.Tensor]  # 3 x [T, 256]: added to the decoder's 4 mask tokens
+    attn: list[torch.Tensor] | None = None  # Ref-AVS training: 3 x [T, 256, 1, H, W] fusion maps
 
     def frame(self, t: int) -> "FuserOutput":
         """The prompts of one frame of the clip (batch dim of 1 on the dense maps)."""
         return FuserOutput([m[t:t + 1] for m in self.dense], [v[t] for v in self.sparse])
 
     def to(self, device: torch.device | str) -> "FuserOutput":
-        return FuserOutput([m.to(device) for m in self.dense], [v.to(device) for v in self.sparse])
+        attn = None if self.attn is None else [m.to(device) for m in self.attn]
+        return FuserOutput([m.to(device) for m in self.dense], [v.to(device) for v in self.sparse], attn)
 
 
 class ProjectionHead(nn.Module):
@@ -86,12 +88,16 @@ class AuralFuser(nn.Module):
         both = self.vgg(torch.cat([examples[:, 0:1], examples[:, 1:2]]))  # one pass over the big weights
         return torch.cat([both[:t], both[t:]], dim=-1)
 
-    def forward(self, pyramid: list[torch.Tensor], examples: torch.Tensor) -> FuserOutput:
-        """pyramid: SAM2's raw FPN maps [T, 256, *] (before conv_s0/conv_s1), finest first."""
-        d = self.embed_audio(examples.to(pyramid[0].dtype))
-        dense, sparse = [], []
-        for level, fpn in enumerate(pyramid[:len(PATCH_KERNELS)]):
-            x = self.patch_embeds[level](fpn)
+    def embed_pyramid(self, pyramid: list[torch.Tensor]) -> list[torch.Tensor]:
+        """SAM2's raw FPN maps [T, 256, *] (before conv_s0/conv_s1), finest first -> patch-embedded
+        maps [T, 256, H, W] on the stride-16 grid (what the fusion starts from; independent of audio/text)."""
+        return [self.patch_embeds[level](fpn) for level, fpn in enumerate(pyramid[:len(PATCH_KERNELS)])]
+
+    def fuse(self, maps: list[torch.Tensor], d: torch.Tensor) -> tuple[list, list, list]:
+        """Fuse patch-embedded maps with the token sequence d [N, 256]; per level: the fused maps
+        [T, H*W, 256], the token sequences [N, 256] and the fusion's frame attention maps."""
+        dense, tokens, attn = [], [], []
+        for level, x in enumerate(maps):
             t, c, h, w = x.shape
             pos = self.position_encoding_func(x).to(x.dtype).flatten(2).transpose(1, 2)
             x = x.flatten(2).transpose(1, 2)
@@ -106,9 +112,15 @@ class AuralFuser(nn.Module):
             for block in self.a_blocks[level]:
                 d = block(d)
             # quirk: both PEs are added a second time right before fusion
-            x, d = self.fusion_modules[level](x + pos, d + self.audio_pos, (h, w))
+            x, d, frame_attn = self.fusion_modules[level](x + pos, d + self.audio_pos, (h, w))
             dense.append(x)
-            sparse.append(d)
+            tokens.append(d)
+            attn.append(frame_attn)
+        return dense, tokens, attn
+
+    def forward(self, pyramid: list[torch.Tensor], examples: torch.Tensor) -> FuserOutput:
+        """pyramid: SAM2's raw FPN maps [T, 256, *] (before conv_s0/conv_s1), finest first."""
+        dense, sparse, _ = self.fuse(self.embed_pyramid(pyramid), self.embed_audio(examples.to(pyramid[0].dtype)))
         return FuserOutput(dense, sparse)
 
     def project(self, out: FuserOutput, size: tuple[int, int]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from ..errors import AuralSAM2Error
+from ..errors import AuralSAM2Error, PromptError
 from .aural_fuser import AuralFuser, FuserOutput
 
 #: short model names -> SAM 2.0 configs bundled with the `sam2` package (AuralSAM2 uses 2.0)
@@ -27,7 +27,9 @@ SAM2_CONFIGS = {
     "hiera_l": "sam2_hiera_l",
 }
 PREDICTOR_TARGET = "napari_auralsam2.core.model.predictor.AuralSAM2Predictor"
-VARIANTS = ("avs",)
+#: "avs": AVSBench checkpoints (the sounding object); "refavs": Ref-AVS (the sounding object a text refers to)
+VARIANTS = ("avs", "refavs")
+AVS_CLIP_FRAMES = 5  # AVSBench v1s/v1m clips: one encoder/fuser window
 IMAGE_SIZE_MULTIPLE = 32  # Hiera's patch embed (4) x 3 poolings (8)
 #: the stock video predictor's post-processing settings (fill_hole_area needs sam2's CUDA op)
 POSTPROCESSING = {
@@ -85,6 +87,10 @@ class ClipOutput:
 class AuralSAM2(nn.Module):
     """The full model; submodules and state_dict keys follow the official `AVmodel`."""
 
+    variant = "avs"
+    clip_frames = AVS_CLIP_FRAMES
+    reads_text = False  # whether objects can be named in words (Ref-AVS weights)
+
     def __init__(self, v_model: nn.Module, aural_fuser: AuralFuser) -> None:
         super().__init__()
         self.v_model = v_model
@@ -107,21 +113,45 @@ class AuralSAM2(nn.Module):
         """
         out = self.v_model.image_encoder(frames)
         pyramid = list(out["backbone_fpn"])
-        prompts = self.aural_fuser(pyramid, examples) if examples is not None else None
+        prompts = self.window_prompts(pyramid, examples) if examples is not None else None
         if self.v_model.use_high_res_features_in_sam:
             decoder = self.v_model.sam_mask_decoder
             pyramid[0] = decoder.conv_s0(pyramid[0])
             pyramid[1] = decoder.conv_s1(pyramid[1])
         return {"backbone_fpn": pyramid, "vision_pos_enc": list(out["vision_pos_enc"])}, prompts
 
-    def segment_clip(self, frames: torch.Tensor, audio: torch.Tensor, cond_frame: int = 0) -> ClipOutput:
+    def window_prompts(self, pyramid: list[torch.Tensor], examples: torch.Tensor) -> FuserOutput:
+        """The fuser's prompts for a window, from the raw pyramid and the audio examples."""
+        return self.aural_fuser(pyramid, examples)
+
+    def validate_text(self, text: str | None, use_audio: bool) -> str | None:
+        """An object's text prompt, checked for this model (None: no text). AVS checkpoints read none."""
+        if text is None:
+            return None
+        raise PromptError("the loaded AuralSAM2 checkpoint (AVSBench variant) cannot read text",
+                          "load the Ref-AVS weights (--release refavs) or drop the text prompt")
+
+    def eval_cond_frame(self, num_frames: int) -> int:
+        """The official conditioning frame at evaluation: frame 0 for AVS."""
+        return 0
+
+    def clip_prompts(self, prompts, text: str | None) -> FuserOutput:
+        """The window's prompts for a clip referred to by `text` (AVS: no text)."""
+        self.validate_text(text, use_audio=True)
+        return prompts
+
+    def segment_clip(self, frames: torch.Tensor, audio: torch.Tensor, cond_frame: int | None = None,
+                     text: str | None = None) -> ClipOutput:
         """The official clip forward: audio prompts on every frame, `cond_frame` first, then the rest in order.
 
-        frames: [T, 3, S, S] ImageNet-normalised; audio: [T, 2, 96, 64] log-mel examples.
+        frames: [T, 3, S, S] ImageNet-normalised; audio: [T, 2, 96, 64] log-mel examples; text: the
+        referring expression (Ref-AVS only). cond_frame None: the official evaluation rule.
         """
         sam = self.v_model
         num_frames = frames.shape[0]
+        cond_frame = self.eval_cond_frame(num_frames) if cond_frame is None else cond_frame
         backbone, prompts = self.encode_window(frames, audio)
+        prompts = self.clip_prompts(prompts, text)
         _, feats, pos, sizes = sam._prepare_backbone_features(backbone)
         memory = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
         results: dict[int, tuple] = {}
@@ -141,13 +171,24 @@ class AuralSAM2(nn.Module):
 
 
 def build_auralsam2(sam2_config: str = "sam2_hiera_l", image_size: int = 1024, device: str | torch.device = "cpu",
-                    variant: str = "avs") -> AuralSAM2:
-    """Build AuralSAM2 with random weights (load checkpoints with `load_checkpoint`)."""
+                    variant: str = "avs", text_model: str | Path | None = None) -> AuralSAM2:
+    """Build AuralSAM2 with random weights (load checkpoints with `load_checkpoint`).
+
+    variant "refavs" adds the text encoder: read from the Hugging Face folder `text_model`
+    (distilroberta-base), or, without one, its architecture with random weights.
+    """
     if variant not in VARIANTS:
-        raise AuralSAM2Error(f"variant {variant!r} is not supported yet",
-                             "only 'avs' (AVSBench v1s/v1m/v2 checkpoints) is; Ref-AVS needs the text branch")
+        raise AuralSAM2Error(f"unknown variant {variant!r}", f"use one of {', '.join(VARIANTS)}")
     if image_size % IMAGE_SIZE_MULTIPLE:
         raise AuralSAM2Error(f"image size {image_size} is not a multiple of {IMAGE_SIZE_MULTIPLE}",
                              "SAM2's Hiera needs it; use e.g. 1024 (released weights), 512 or 256")
-    model = AuralSAM2(build_sam2_predictor(sam2_config, image_size), AuralFuser())
+    if variant == "refavs":
+        from .refavs import build_refavs
+
+        model = build_refavs(build_sam2_predictor(sam2_config, image_size), text_model)
+    else:
+        if text_model is not None:
+            raise AuralSAM2Error("a text model was given for the AVS variant, which reads no text",
+                                 "use variant 'refavs' (Ref-AVS weights) for text prompts")
+        model = AuralSAM2(build_sam2_predictor(sam2_config, image_size), AuralFuser())
     return model.to(device).eval()

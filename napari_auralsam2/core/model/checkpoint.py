@@ -1,18 +1,21 @@
 """Checkpoint reading and strict loading for AuralSAM2, in every layout the official code uses.
 
-Accepted: a full-model file (`v_model.*` + `aural_fuser.*`); a fuser-only file (bare AuralFuser
+Accepted: a full-model file (`v_model.*` + `aural_fuser.*`, and for Ref-AVS `t_model.*`, which may
+be left out: the text model then comes from its own folder); a fuser-only file (bare AuralFuser
 keys, or `aural_fuser.*`) plus a stock SAM2 checkpoint (`{"model": ...}`); legacy files with
-`audio_prompter.*` names (remapped as the official `tools/remap_aural_ckpt_keys.py` does); a VGGish
-file for training from scratch; `.safetensors` for any of them. Pickles are always read with
-`weights_only=True`.
+`audio_prompter.*` / `train_*` / `training_layers.N` names (remapped as the official
+`tools/remap_aural_ckpt_keys.py` does); a VGGish file for training from scratch; `.safetensors` for
+any of them. Pickles are always read with `weights_only=True`.
 
 A file is classified by what it holds (the top-level module names of its keys: the full model's,
 the fuser's, SAM2's or VGGish's), so a file given in the wrong place, or one that is not a model
-of ours at all, is named as such before any key-by-key comparison.
+of ours at all, is named as such before any key-by-key comparison; `checkpoint_variant` then tells
+AVS from Ref-AVS files (a text branch or text model), so a file never loads into the other variant.
 """
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -26,6 +29,8 @@ from ..errors import CheckpointError
 LEGACY_PREFIX = "audio_prompter."
 FUSER_PREFIX = "aural_fuser."
 SAM2_PREFIX = "v_model."
+TEXT_PREFIX = "t_model."
+TEXT_PROJ = "text_proj."  # only the Ref-AVS fuser has it
 #: legacy AuralFuser module names (1-based) -> current ModuleList names (0-based)
 LEGACY_RENAMES = tuple(
     [(f"train_f_patch_embed{i}", f"patch_embeds.{i - 1}") for i in (1, 2, 3)]
@@ -36,6 +41,13 @@ LEGACY_RENAMES = tuple(
 )
 #: duplicated weights in legacy files, dropped by the official remap tool
 LEGACY_DUPLICATES = (".training_layers.", ".finetuning_layers.")
+#: the old `training_layers` ModuleList, in its append order -> current module names (Ref-AVS remap tool)
+LEGACY_LAYER_INDEX = ("patch_embeds.0", "patch_embeds.1", "patch_embeds.2", "f_blocks.0", "a_blocks.0",
+                      "fusion_modules.0", "f_blocks.1", "a_blocks.1", "fusion_modules.1", "f_blocks.2", "a_blocks.2",
+                      "fusion_modules.2", "smooth_convs.0", "smooth_convs.1", "train_proj_v1", "train_proj_a1",
+                      "text_proj")
+_LEGACY_LAYER = re.compile(r"^(?:audio_prompter|aural_fuser)\.training_layers\.(\d+)\.(.+)$")
+_LEGACY_VGG = re.compile(r"^(?:audio_prompter|aural_fuser)\.finetuning_layers\.0\.(.+)$")
 _WRAPPERS = ("model", "state_dict")
 _EXAMPLES = 3
 FULL, FUSER, SAM2, VGGISH = "full", "fuser", "sam2", "vggish"
@@ -83,23 +95,47 @@ def _corrupted(path: Path) -> CheckpointError:
                            "download it again")
 
 
+def _legacy_layer(key: str) -> str | None:
+    """The current name of an old `training_layers.N` / `finetuning_layers.0` (VGGish) key, if it is one."""
+    match = _LEGACY_LAYER.match(key)
+    if match:
+        index = int(match.group(1))
+        return f"{FUSER_PREFIX}{LEGACY_LAYER_INDEX[index]}.{match.group(2)}" if index < len(LEGACY_LAYER_INDEX) else ""
+    match = _LEGACY_VGG.match(key)
+    return f"{FUSER_PREFIX}vgg.{match.group(1)}" if match else None
+
+
 def remap_legacy_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """`audio_prompter.*` -> `aural_fuser.*` with current module names; drop duplicated layers."""
-    out = {}
+    """`audio_prompter.*` -> `aural_fuser.*` with current module names; old `training_layers.N` names
+    fill in what the current names do not hold (they duplicate them in files that have both)."""
+    out, layers = {}, {}
     for key, value in state.items():
-        if key.startswith(LEGACY_PREFIX):
+        layer = _legacy_layer(key)
+        if layer is not None:
+            if layer:
+                layers[layer] = value
+            continue
+        if key.startswith((LEGACY_PREFIX, FUSER_PREFIX)):
             if any(dup in key for dup in LEGACY_DUPLICATES):
                 continue
-            key = FUSER_PREFIX + key[len(LEGACY_PREFIX):]
+            key = FUSER_PREFIX + key.split(".", 1)[1]
             for old, new in LEGACY_RENAMES:
                 key = key.replace(old, new)
         out[key] = value
+    for key, value in layers.items():
+        out.setdefault(key, value)
     return out
 
 
-def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """`load_state_dict(strict=True)` whose error names the missing/unexpected keys in one line."""
-    expected = module.state_dict()
+def checkpoint_variant(state: dict[str, torch.Tensor]) -> str:
+    """"refavs" for a Ref-AVS file (a text branch or text model), else "avs" (keys after `remap_legacy_keys`)."""
+    return "refavs" if any(k.startswith(TEXT_PREFIX) or TEXT_PROJ in k for k in state) else "avs"
+
+
+def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str, skip: str | None = None) -> None:
+    """`load_state_dict(strict=True)` whose error names the missing/unexpected keys in one line;
+    keys starting with `skip` are left as they are (a full Ref-AVS file without its text model)."""
+    expected = {k: v for k, v in module.state_dict().items() if skip is None or not k.startswith(skip)}
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
@@ -108,7 +144,7 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str) 
                  for name, keys in (("missing", missing), ("unexpected", unexpected), ("wrong-shape", wrong)) if keys]
         raise CheckpointError(f"{source} does not fit the model: " + "; ".join(parts),
                               "check the model size (--model) and that this is the right kind of checkpoint")
-    module.load_state_dict(state, strict=True)
+    module.load_state_dict(state, strict=skip is None)
 
 
 def _strip(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -150,11 +186,13 @@ def _load_part(module: nn.Module, model: nn.Module, path: str | Path, wanted: st
 
 
 def load_checkpoint(model: nn.Module, checkpoint: str | Path | None = None,
-                    sam2_checkpoint: str | Path | None = None, vggish_checkpoint: str | Path | None = None) -> str:
+                    sam2_checkpoint: str | Path | None = None, vggish_checkpoint: str | Path | None = None,
+                    state: dict[str, torch.Tensor] | None = None) -> str:
     """Load weights into an `AuralSAM2`; returns the layout found ("full", "fuser" or "none").
 
     A full-model checkpoint needs nothing else. A fuser-only one takes SAM2's weights from
-    `sam2_checkpoint` (loaded first, so the fuser file decides shared keys).
+    `sam2_checkpoint` (loaded first, so the fuser file decides shared keys). `state`: the content of
+    `checkpoint` when the caller has read it already.
     """
     if sam2_checkpoint is not None:
         _load_part(model.v_model, model, sam2_checkpoint, SAM2,
@@ -165,18 +203,24 @@ def load_checkpoint(model: nn.Module, checkpoint: str | Path | None = None,
     if checkpoint is None:
         return "none"
     name = Path(checkpoint).name
-    state = remap_legacy_keys(read_state_dict(checkpoint))
+    state = remap_legacy_keys(read_state_dict(checkpoint) if state is None else state)
     if not any(k.startswith(SAM2_PREFIX) for k in state) and any(k.startswith(FUSER_PREFIX) for k in state):
         state = _strip(state, FUSER_PREFIX)
     kind = checkpoint_kind(state, model)
-    if kind == FULL:
-        load_strict(model, state, name)
-        return "full"
     if kind == SAM2:
         raise CheckpointError(f"{name} is a SAM2 checkpoint, not an AuralSAM2 one",
                               "pass it as the SAM2 checkpoint (--sam2-checkpoint)")
-    if kind != FUSER:
-        raise _kind_error(name, kind, FULL, state, "pass a released auralsam2_avs_*.pth or a training run's best.pth")
+    if kind not in (FULL, FUSER):
+        raise _kind_error(name, kind, FULL, state,
+                          "pass a released auralsam2_*.pth or a training run's best.pth")
+    variant = checkpoint_variant(state)
+    if variant != model.variant:
+        raise CheckpointError(f"{name} holds {variant} weights but the model was built for {model.variant}",
+                              f"build the model with variant {variant!r}")
+    if kind == FULL:
+        without_text = hasattr(model, "t_model") and not any(k.startswith(TEXT_PREFIX) for k in state)
+        load_strict(model, state, name, skip=TEXT_PREFIX if without_text else None)
+        return "full"
     if sam2_checkpoint is None:
         raise CheckpointError(f"{name} holds only the AuralFuser", "also pass the SAM2 checkpoint (sam2_hiera_large.pt)")
     load_strict(model.aural_fuser, state, name)

@@ -40,8 +40,10 @@ class AudioVisualFusion(nn.Module):
         return conv(x).reshape(1, -1, self.inner)
 
     def forward(self, frames: torch.Tensor, audio: torch.Tensor,
-                size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+                size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Also returns the frame attention after `W_z`, before the residual (Ref-AVS projects it)."""
         t, n, c = frames.shape
+        tokens = audio.shape[0]  # T audio tokens (AVS), or T audio + 25 text tokens (Ref-AVS)
         frame = frames.transpose(1, 2).reshape(t, c, 1, *size)  # [T, C, 1, H, W]
         audio = self.align_channel(audio.unsqueeze(-1))  # [T, C, 1]
 
@@ -53,13 +55,14 @@ class AudioVisualFusion(nn.Module):
         frame_attn = (scores / scores.size(1)) @ v_a
         # quirk: raw view back to [T, C', 1, H, W] (not the inverse of the token reshape)
         frame_attn = frame_attn.transpose(1, 2).contiguous().view(t, self.inner, 1, *size)
-        frame = frame + self.W_z(frame_attn)
+        frame_attn = self.W_z(frame_attn)
+        frame = frame + frame_attn
         frame = self.norm_layer(frame.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)
         frames_out = frame.reshape(t, c, n).transpose(1, 2)
 
         scores = q_a @ k_f.mT
         audio_attn = (scores / scores.size(-1)) @ v_f
-        # quirk: raw view of [1, C', T] as [T, C'] (mixes frames and channels for T > 1)
-        audio_attn = audio_attn.transpose(1, 2).contiguous().view(t, self.inner, 1)
+        # quirk: raw view of [1, C', N] as [N, C'] (mixes tokens and channels for N > 1)
+        audio_attn = audio_attn.transpose(1, 2).contiguous().view(tokens, self.inner, 1)
         audio = audio + self.W_z2(audio_attn)
-        return frames_out, self.norm_layer2(audio.squeeze(-1))
+        return frames_out, self.norm_layer2(audio.squeeze(-1)), frame_attn

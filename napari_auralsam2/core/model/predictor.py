@@ -99,8 +99,11 @@ class AuralSAM2Predictor(SAM2VideoPredictor):
 
     def _run_single_frame_inference(self, inference_state, output_dict, frame_idx, *args, **kwargs):
         windows = inference_state.get(WINDOWS_KEY)
-        guided = windows is not None and _guided(inference_state, output_dict)
+        owner = _owner_id(inference_state, output_dict) if windows is not None else None
+        guided = windows is not None and owner not in inference_state.get(UNGUIDED_KEY, ())
         prompts = windows.prompts(frame_idx) if guided else None
+        if prompts is not None and not isinstance(prompts, FuserOutput):  # Ref-AVS: fused per object text
+            prompts = prompts.for_text(inference_state.get(TEXTS_KEY, {}).get(owner))
         with self.use_prompts(prompts):
             out, masks = super()._run_single_frame_inference(inference_state, output_dict, frame_idx, *args, **kwargs)
         out["maskmem_features"] = _memory_dtype(out["maskmem_features"], inference_state["device"])
@@ -181,17 +184,6 @@ class AuralSAM2Predictor(SAM2VideoPredictor):
         return obj_ptr + (1 - appearing) * self.no_obj_ptr
 
 
-def _guided(inference_state: dict, output_dict: dict) -> bool:
-    """False when the object owning `output_dict` (stock SAM2 passes one object's slice) has audio turned off."""
-    unguided = inference_state.get(UNGUIDED_KEY)
-    if not unguided:
-        return True
-    for obj_idx, outputs in inference_state["output_dict_per_obj"].items():
-        if outputs is output_dict:
-            return inference_state["obj_idx_to_id"][obj_idx] not in unguided
-    return True
-
-
 def _memory_dtype(features: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
     """Stock SAM2 stores memories in bf16; without autocast (CPU) the memory attention needs fp32 back."""
     if features is None or torch.is_autocast_enabled(torch.device(device).type):
@@ -199,7 +191,17 @@ def _memory_dtype(features: torch.Tensor | None, device: torch.device) -> torch.
     return features.float()
 
 
+def _owner_id(inference_state: dict, output_dict: dict) -> int | None:
+    """The id of the object whose outputs are `output_dict` (stock SAM2 passes one object's slice)."""
+    for obj_idx, outputs in inference_state["output_dict_per_obj"].items():
+        if outputs is output_dict:
+            return inference_state["obj_idx_to_id"][obj_idx]
+    return None
+
+
 #: key under which a session stores its `FrameWindows` in the SAM2 inference state
 WINDOWS_KEY = "auralsam2_windows"
+#: key of the objects' text prompts {object id: text} (Ref-AVS)
+TEXTS_KEY = "auralsam2_texts"
 #: key of the set of object ids whose frames run without audio prompts (the user turned guidance off)
 UNGUIDED_KEY = "auralsam2_unguided"
