@@ -34,6 +34,13 @@ def engine() -> Engine:
 
 
 @pytest.fixture
+def cached_engine(engine):
+    """Put the module's engine back into the widget's cache after a test that made it drop or reload it."""
+    yield engine
+    runner.CACHE.engine, runner.CACHE.engine_spec = engine, ENGINE
+
+
+@pytest.fixture
 def notes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # keep the user's settings out of it
     messages: list[str] = []

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._napari_support import FRAME, answers, docked, engine, notes, reference, run, save_screenshot  # noqa: F401
+from ._napari_support import (FRAME, answers, cached_engine, docked, engine, notes, reference, run,  # noqa: F401
+                              save_screenshot)
 from napari_auralsam2._napari.labels import LABELS_SUFFIX
-from napari_auralsam2._napari.objects_panel import COMMITTED, FRAMES, NAME
+from napari_auralsam2._napari.objects_panel import COMMITTED, FRAMES, NAME, TEXT
 from napari_auralsam2._napari.work import COMMITTED_SUFFIX
 from napari_auralsam2.core import open_video
 from napari_auralsam2.core.session import Prompt
@@ -120,3 +121,27 @@ def test_a_corrected_mask_is_sent_as_a_prompt_and_changes_the_result(qtbot, dock
     assert changed  # the mask prompt changes the propagated result ...
     for t in set(range(clip_spec.n_frames)) - {FRAME}:
         np.testing.assert_array_equal(masks.data[t] == 1, expected[t])  # ... to what the engine gives for it
+
+
+def test_objects_named_in_words_with_the_ref_avs_release(qtbot, docked, cached_engine):
+    viewer, widget, video = docked
+    f = widget.form
+    f.release.value = "refavs"  # random Ref-AVS weights: a random text encoder, nothing downloaded
+    points, _ = widget.prompt_layers(video)
+    points.add([[FRAME, 17, 31]])
+    widget.refresh_objects()
+    table = widget.objects.table
+    table.item(row_of(widget, 1), TEXT).setText("the white bar")
+    assert widget.work(video).book.get(1).text == "the white bar"
+    masks = []
+    for text in ("the white bar", "a barking dog"):
+        table.item(row_of(widget, 1), TEXT).setText(text)
+        run(qtbot, widget, "frame")
+        assert f.status.text().startswith("done"), f.status.text()
+        masks.append(viewer.layers[video.name + LABELS_SUFFIX].data[FRAME].copy())
+        f.clear_frame.clicked.emit()
+    assert not np.array_equal(*masks)  # the words change what is segmented
+
+    f.release.value = "avs_v2"  # AVS weights cannot read words: one clear line
+    run(qtbot, widget, "frame")
+    assert "cannot read text" in f.status.text() and f.segment.enabled

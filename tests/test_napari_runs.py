@@ -10,8 +10,8 @@ import pytest
 import torch
 from qtpy.QtCore import Qt
 
-from ._napari_support import (ENGINE, FRAME, PLUGIN, RUN_TIMEOUT_MS, answers, docked, engine, notes, press,  # noqa: F401
-                             reference, run, save_screenshot)
+from ._napari_support import (ENGINE, FRAME, PLUGIN, RUN_TIMEOUT_MS, answers, cached_engine, docked,  # noqa: F401
+                             engine, notes, press, reference, run, save_screenshot)
 from napari_auralsam2._napari import runner
 from napari_auralsam2._napari.labels import LABELS_SUFFIX
 from napari_auralsam2.core.session import SegmentationSession
@@ -19,13 +19,6 @@ from napari_auralsam2.core.session import SegmentationSession
 FAILS_AT = 3
 FAILURE_TIMEOUT_MS = 60_000  # on the old code the widget never came back from a RuntimeError
 BRUSH = 5
-
-
-@pytest.fixture
-def cached_engine(engine):
-    """Put the module's engine back into the widget's cache after a test that made it drop or reload it."""
-    yield engine
-    runner.CACHE.engine, runner.CACHE.engine_spec = engine, ENGINE
 
 
 def masks_layer(viewer, video):

@@ -51,7 +51,7 @@ def save_work(work: VideoWork, host: Prompts, settings: dict, overwrite: bool) -
     for k in sorted(ids):
         record = work.book.records.get(k) or ObjectRecord(k)
         clicked = [by_object[k] for _, by_object in sorted(host.items()) if k in by_object]
-        objects.append(ObjectRecord(k, record.name, record.committed, record.audio_guidance,
+        objects.append(ObjectRecord(k, record.name, record.text, record.committed, record.audio_guidance,
                                     clicked + list(record.prompts)))
     protection = {MASKS: EditLedger.of(masks).to_json()} if masks is not None else {}
     sidecar = Sidecar(VideoIdentity.of(_source(work.video)), layers, objects, protection, settings)
@@ -76,7 +76,7 @@ def restore_work(work: VideoWork, saved: Sidecar, points: Points | None, boxes: 
     clicks, labels, click_ids, rectangles, box_ids = [], [], [], [], []
     for record in saved.objects:
         held = [p for p in record.prompts if not (p.points or p.box is not None)]
-        book.records[record.object_id] = ObjectRecord(record.object_id, record.name, record.committed,
+        book.records[record.object_id] = ObjectRecord(record.object_id, record.name, record.text, record.committed,
                                                       record.audio_guidance, held)
         for prompt in record.prompts:
             for (x, y), label in zip(prompt.points, prompt.labels):

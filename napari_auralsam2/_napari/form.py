@@ -13,6 +13,7 @@ from superqt import QCollapsible
 
 from ..core.model.auralsam2 import IMAGE_SIZE_MULTIPLE, SAM2_CONFIGS
 from ..core.session import DIRECTIONS
+from ..core.weights import AURALSAM2_WEIGHTS, DEFAULT_RELEASE
 from .runner import AUDIO_FROM_FILE, AUDIO_FROM_VIDEO, AUDIO_NONE
 
 AUDIO_CHOICES = [("the video's own sound", AUDIO_FROM_VIDEO), ("an audio file", AUDIO_FROM_FILE),
@@ -127,6 +128,9 @@ class Form(QWidget):
         self.model = ComboBox(label="SAM2 size", choices=list(SAM2_CONFIGS))
         self.image_size = SizeSpinBox()
         self.weights = ComboBox(label="Weights", choices=WEIGHT_CHOICES)
+        self.release = ComboBox(label="Release", choices=list(AURALSAM2_WEIGHTS), value=DEFAULT_RELEASE,
+                                tooltip="Which released AuralSAM2 weights: avs_v2 (default), avs_v1s, avs_v1m, or "
+                                        "refavs (Ref-AVS: give each object a text in the objects panel)")
         self.checkpoint = FileEdit(label="AuralSAM2 ckpt", filter=CHECKPOINT_FILTER)
         self.sam2_checkpoint = FileEdit(label="SAM2 ckpt", filter=CHECKPOINT_FILTER)
         self.device = ComboBox(label="Device", choices=devices())
@@ -166,7 +170,7 @@ class Form(QWidget):
         layout.addWidget(self.random_banner.native)  # outside the folded model settings: always in sight
         for box in (
             group("Video and sound", self.video, self.audio_mode, self.audio_file),
-            group("Model (size, weights, device)", self.model, size, self.weights, self.checkpoint,
+            group("Model (size, weights, device)", self.model, size, self.weights, self.release, self.checkpoint,
                   self.sam2_checkpoint, self.device, collapsed=True),
             group("Prompts", row(self.object_id, self.next_object, label="Object id"), self.polarity, hint),
             group("Run", self.direction, self.new_layer, row(self.segment, self.propagate, self.audio_only),

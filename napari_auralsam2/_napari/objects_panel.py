@@ -15,8 +15,10 @@ from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableW
 
 from .labels import describe_frames
 
-COLUMNS = ("", "id", "name", "frames", "prompts", "audio", "committed")
-COLOUR, ID, NAME, FRAMES, PROMPTS, AUDIO, COMMITTED = range(len(COLUMNS))
+COLUMNS = ("", "id", "name", "text", "frames", "prompts", "audio", "committed")
+COLOUR, ID, NAME, TEXT, FRAMES, PROMPTS, AUDIO, COMMITTED = range(len(COLUMNS))
+TEXT_TIP = ("Ref-AVS weights only (Release: refavs): the words naming the sounding object, e.g. "
+            "'the woman playing the violin'; the audio then picks which one sounds")
 VISIBLE_ROWS = 5
 
 
@@ -26,6 +28,7 @@ class ObjectRow:
 
     object_id: int
     name: str
+    text: str
     colour: tuple[float, float, float, float]  # the masks layer's colour for the id, RGBA 0..1
     frames: list[int]
     prompts: str  # e.g. "2 clicks, 1 box, audio on 7"
@@ -40,9 +43,11 @@ class ObjectsPanel(QWidget):
         super().__init__()
         self.on_select: Callable[[int], None] = lambda _k: None
         self.on_rename: Callable[[int, str], None] = lambda _k, _name: None
+        self.on_text: Callable[[int, str], None] = lambda _k, _text: None
         self.on_audio: Callable[[int, bool], None] = lambda _k, _on: None
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.horizontalHeaderItem(TEXT).setToolTip(TEXT_TIP)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SingleSelection)
         self.table.verticalHeader().setVisible(False)
@@ -94,6 +99,10 @@ class ObjectsPanel(QWidget):
                 name = QTableWidgetItem(row.name)
                 name.setFlags(name.flags() | Qt.ItemIsEditable)
                 self._set(i, NAME, name, editable=True)
+                text = QTableWidgetItem(row.text)
+                text.setToolTip(TEXT_TIP)
+                text.setFlags(text.flags() | Qt.ItemIsEditable)
+                self._set(i, TEXT, text, editable=True)
                 frames = QTableWidgetItem(f"{describe_frames(row.frames)} ({len(row.frames)})" if row.frames else "—")
                 self._set(i, FRAMES, frames)
                 self._set(i, PROMPTS, QTableWidgetItem(row.prompts or "—"))
@@ -122,5 +131,7 @@ class ObjectsPanel(QWidget):
         object_id = int(self.table.item(item.row(), ID).text())
         if item.column() == NAME:
             self.on_rename(object_id, item.text().strip())
+        elif item.column() == TEXT:
+            self.on_text(object_id, item.text().strip())
         elif item.column() == AUDIO:
             self.on_audio(object_id, item.checkState() == Qt.Checked)

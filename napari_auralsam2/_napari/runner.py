@@ -22,6 +22,7 @@ from ..core.audio import AudioTrack
 from ..core.errors import AudioError, AuralSAM2Error, WeightsMissingError
 from ..core.session import Engine, SegmentationSession
 from ..core.video import VideoSource
+from ..core.weights import DEFAULT_RELEASE
 from ..core.objects import Prompts
 from .labels import Masks
 
@@ -42,6 +43,7 @@ class EngineSpec:
     checkpoint: str = ""
     sam2_checkpoint: str = ""
     device: str = "auto"
+    release: str = DEFAULT_RELEASE  # which released weights ("refavs": Ref-AVS, objects named in words)
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,7 @@ class _Cache:
                 self.engine = load_engine(
                     model=spec.model, image_size=spec.image_size, weights=spec.weights,
                     checkpoint=spec.checkpoint or None, sam2_checkpoint=spec.sam2_checkpoint or None,
-                    device=None if spec.device == "auto" else spec.device)
+                    release=spec.release, device=None if spec.device == "auto" else spec.device)
                 self.engine_spec = spec
             return self.engine, loaded
 

@@ -22,6 +22,7 @@ class WidgetSettings:
     checkpoint: str = ""
     sam2_checkpoint: str = ""
     device: str = "auto"
+    release: str = "avs_v2"  # released weights (core.weights.AURALSAM2_WEIGHTS); "refavs" reads object texts
     direction: str = "both"
     new_layer_each_run: bool = False
 

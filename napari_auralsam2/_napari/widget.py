@@ -114,8 +114,8 @@ class AuralSAM2Widget(RunsMixin, WorkMixin, QWidget):
     # -- wiring --------------------------------------------------------------------------------
     def _connect(self) -> None:
         f = self.form
-        for control in (f.model, f.weights, f.device, f.direction, f.audio_mode, f.checkpoint, f.sam2_checkpoint,
-                        f.audio_file, f.new_layer):
+        for control in (f.model, f.weights, f.release, f.device, f.direction, f.audio_mode, f.checkpoint,
+                        f.sam2_checkpoint, f.audio_file, f.new_layer):
             control.changed.connect(self._settings_changed)
         f.image_size.valueChanged.connect(self._settings_changed)
         f.audio_mode.changed.connect(self._refresh_audio)
@@ -134,6 +134,7 @@ class AuralSAM2Widget(RunsMixin, WorkMixin, QWidget):
         o.on_select = self.select_object
         o.on_rename = lambda k, name: setattr(self._video_work().book.get(k), "name", name)
         o.on_audio = lambda k, on: setattr(self._video_work().book.get(k), "audio_guidance", on)
+        o.on_text = lambda k, text: setattr(self._video_work().book.get(k), "text", text)
         o.jump.clicked.connect(self.jump_to_prompt)
         o.rerun.clicked.connect(lambda: self.start("object"))
         o.correct.clicked.connect(lambda: self.start("correct"))
@@ -189,8 +190,8 @@ class AuralSAM2Widget(RunsMixin, WorkMixin, QWidget):
 
     def _apply_settings(self, s: WidgetSettings) -> None:
         f = self.form
-        for control, value in ((f.model, s.model), (f.weights, s.weights), (f.device, s.device),
-                               (f.direction, s.direction)):
+        for control, value in ((f.model, s.model), (f.weights, s.weights), (f.release, s.release),
+                               (f.device, s.device), (f.direction, s.direction)):
             if value in control.choices:
                 control.value = value
         f.image_size.setValue(s.image_size)
@@ -203,7 +204,8 @@ class AuralSAM2Widget(RunsMixin, WorkMixin, QWidget):
         f = self.form
         return WidgetSettings(model=f.model.value, image_size=f.image_size.value(), weights=f.weights.value,
                               checkpoint=f.checkpoint_path, sam2_checkpoint=f.sam2_checkpoint_path,
-                              device=f.device.value, direction=f.direction.value, new_layer_each_run=f.new_layer.value)
+                              device=f.device.value, direction=f.direction.value, new_layer_each_run=f.new_layer.value,
+                              release=f.release.value)
 
     def _settings_changed(self, *_) -> None:
         settings = self.current_settings()

@@ -72,7 +72,7 @@ class VideoWork:
             record = self.book.records.get(k) or ObjectRecord(k)
             frames = sorted(set(on_masks.get(k, [])) | set(on_committed.get(k, [])))
             colour = tuple(float(c) for c in colours.get_color(k)) if colours is not None else (0.5, 0.5, 0.5, 1.0)
-            rows.append(ObjectRow(k, record.name, colour, frames, _describe_prompts(self.book, host, k),
+            rows.append(ObjectRow(k, record.name, record.text, colour, frames, _describe_prompts(self.book, host, k),
                                   record.audio_guidance, record.committed))
         return rows
 

@@ -6,7 +6,7 @@ both into what a session is given (`session_prompts`), so every host runs an obj
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable
 
 from .session import Prompt
@@ -20,6 +20,7 @@ class ObjectRecord:
 
     object_id: int
     name: str = ""
+    text: str = ""  # the words naming the object (Ref-AVS weights read them with the audio)
     committed: bool = False
     audio_guidance: bool = True
     prompts: list[Prompt] = field(default_factory=list)
@@ -61,9 +62,9 @@ class ObjectBook:
 
     def session_prompts(self, host: Prompts, objects: set[int] | None = None) -> Prompts:
         """The prompts to give a session: the host's (clicks, boxes) and the book's, for `objects`
-        (default: every object not committed). On one frame a mask correction replaces the object's
-        clicks (as SAM2's mask prompt does); an audio start adds nothing to clicks there (the audio
-        guides clicked objects anyway)."""
+        (default: every object not committed), each carrying its object's text. On one frame a mask
+        correction replaces the object's clicks (as SAM2's mask prompt does); an audio start adds
+        nothing to clicks there (the audio guides clicked objects anyway)."""
         committed = {k for k, r in self.records.items() if r.committed}
         wanted = (lambda k: k in objects) if objects is not None else (lambda k: k not in committed)
         merged: Prompts = {}
@@ -78,6 +79,11 @@ class ObjectBook:
                 here = merged.setdefault(prompt.frame, {})
                 if prompt.mask is not None or k not in here:
                     here[k] = prompt
+        for by_object in merged.values():
+            for k, prompt in by_object.items():
+                text = self.records[k].text if k in self.records else ""
+                if text and not prompt.text:
+                    by_object[k] = replace(prompt, text=text)
         return {t: by_object for t, by_object in merged.items() if by_object}
 
     def prompt_frames(self, host: Prompts, object_id: int) -> list[int]:

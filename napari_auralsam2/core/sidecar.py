@@ -6,7 +6,7 @@ old one) and masks and bookkeeping can never disagree; a folder of files could b
 written. It holds:
 
 * ``manifest.json``: format name and version, the video's identity (name, frames, size, fps and
-  the fingerprints of its first, middle and last frame), the objects (id, name, committed flag,
+  the fingerprints of its first, middle and last frame), the objects (id, name, text, committed flag,
   audio guidance, prompts: clicks, boxes, audio-only and mask prompts, with their texts), the
   host's edit-protection state (any JSON value, kept as is) and the engine settings (a JSON object).
 * ``layers/<name>.npy``: named integer label stacks ``[T, H, W]`` (e.g. the working masks and the
@@ -162,7 +162,7 @@ def save_sidecar(path: str | Path, sidecar: Sidecar, overwrite: bool = False) ->
         raise SidecarError(f"{path} is a folder", "choose a file name for the saved work")
     _check_layers(sidecar)
     masks: list[np.ndarray] = []
-    objects = [{"object_id": int(o.object_id), "name": str(o.name), "committed": bool(o.committed),
+    objects = [{"object_id": int(o.object_id), "name": str(o.name), "text": str(o.text), "committed": bool(o.committed),
                 "audio_guidance": bool(o.audio_guidance), "prompts": [_prompt_entry(p, masks) for p in o.prompts]}
                for o in sidecar.objects]
     manifest = {"format": FORMAT, "version": VERSION, "video": dataclasses.asdict(sidecar.video),
@@ -231,8 +231,8 @@ def load_sidecar(path: str | Path, video=None) -> Sidecar:
     except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as err:
         raise SidecarError(f"cannot read {path.name}: {err}", "the file is damaged; pick another or start afresh") \
             from err
-    objects = [ObjectRecord(object_id=o["object_id"], name=o["name"], committed=o["committed"],
-                            audio_guidance=o["audio_guidance"],
+    objects = [ObjectRecord(object_id=o["object_id"], name=o["name"], text=o.get("text", ""),
+                            committed=o["committed"], audio_guidance=o["audio_guidance"],
                             prompts=[_prompt(p, masks) for p in o["prompts"]])
                for o in manifest["objects"]]
     return Sidecar(video=identity, layers=layers, objects=objects, protection=manifest["protection"],
