@@ -9,7 +9,7 @@ import numpy as np
 from ._napari_support import (FRAME, answers, cached_engine, docked, engine, notes, reference, run,  # noqa: F401
                               save_screenshot)
 from napari_auralsam2._napari.labels import LABELS_SUFFIX
-from napari_auralsam2._napari.objects_panel import COMMITTED, FRAMES, NAME, TEXT
+from napari_auralsam2._napari.objects_panel import COMMITTED, FRAMES, ID, NAME, PROMPTS, TEXT
 from napari_auralsam2._napari.work import COMMITTED_SUFFIX
 from napari_auralsam2.core import open_video
 from napari_auralsam2.core.session import Prompt
@@ -28,7 +28,7 @@ def two_objects(widget, video):
 
 def row_of(widget, object_id: int) -> int:
     table = widget.objects.table
-    return next(i for i in range(table.rowCount()) if table.item(i, 1).text() == str(object_id))
+    return next(i for i in range(table.rowCount()) if table.item(i, ID).text() == str(object_id))
 
 
 def test_objects_panel_lists_objects_and_reruns_one_alone(qtbot, docked, engine, sample_mp4, clip_spec):
@@ -39,7 +39,7 @@ def test_objects_panel_lists_objects_and_reruns_one_alone(qtbot, docked, engine,
     table = widget.objects.table
     assert table.rowCount() == 2
     assert table.item(row_of(widget, 1), FRAMES).text().endswith(f"({len(np.flatnonzero((masks.data == 1).any((1, 2))))})")
-    assert "1 click" in table.item(row_of(widget, 1), 4).text() and "1 box" in table.item(row_of(widget, 2), 4).text()
+    assert "1 click" in table.item(row_of(widget, 1), PROMPTS).text() and "1 box" in table.item(row_of(widget, 2), PROMPTS).text()
 
     table.item(row_of(widget, 2), NAME).setText("the violin")  # names are edited in place
     assert widget.work(video).book.get(2).name == "the violin"

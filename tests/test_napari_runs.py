@@ -5,10 +5,12 @@ under Xvfb with the real widget, random-init hiera_t and the real PyAV clip.
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QPoint, Qt
 
 from ._napari_support import (ENGINE, FRAME, PLUGIN, RUN_TIMEOUT_MS, answers, cached_engine, docked,  # noqa: F401
                              engine, notes, press, reference, run, save_screenshot)
@@ -304,3 +306,42 @@ def test_a_reopened_dock_goes_on_with_the_object_it_was_on(qtbot, docked):
     assert points.features["object_id"].tolist() == [2]
     again.close_down()
 
+
+def test_a_stroke_during_a_run_is_undone_in_order(qtbot, docked, engine, monkeypatch):
+    """A brush stroke while a run writes into the masks layer: the run's frames so far go into the
+    history first, so undoing everything brings back exactly what was there before the run."""
+    viewer, widget, video = docked
+    stroked, track, calls = threading.Event(), SegmentationSession._track_frame, []
+
+    def held_until_the_stroke(session, frame_idx, reverse):  # the run cannot finish before the stroke
+        calls.append(frame_idx)
+        if len(calls) == 4:
+            stroked.wait(RUN_TIMEOUT_MS / 1000)
+        return track(session, frame_idx, reverse)
+
+    points, _ = widget.prompt_layers(video)
+    points.add([[FRAME, 17, 31]])
+    run(qtbot, widget, "propagate")
+    masks = masks_layer(viewer, video)
+    before = masks.data.copy()
+    monkeypatch.setattr(SegmentationSession, "_track_frame", held_until_the_stroke)
+    points.add([[FRAME, 40, 70]])  # other prompts: the next run rewrites the frames
+    seen: list[int] = []
+    widget.start("propagate")
+    widget.run.worker.yielded.connect(lambda update: update.kind == "frame" and seen.append(update.frame))
+    qtbot.waitUntil(lambda: len(seen) >= 2, timeout=RUN_TIMEOUT_MS)
+    viewer.dims.set_current_step(0, seen[0])  # a frame the run has written
+    viewer.layers.selection.active = masks
+    masks.mode, masks.brush_size, masks.selected_label = "paint", 9, 5
+    viewer.reset_view()
+    canvas = viewer.window._qt_viewer.canvas.native
+    centre = canvas.rect().center()
+    qtbot.mousePress(canvas, Qt.LeftButton, pos=centre)  # a real stroke, through napari's mouse handling
+    qtbot.mouseMove(canvas, centre + QPoint(3, 0))
+    qtbot.mouseRelease(canvas, Qt.LeftButton, pos=centre + QPoint(3, 0))
+    assert (masks.data[seen[0]] == 5).any() and widget.running
+    stroked.set()
+    qtbot.waitUntil(lambda: not widget.running, timeout=RUN_TIMEOUT_MS)
+    for _ in range(3):  # the rest of the run, the stroke, the run up to the stroke
+        masks.undo()
+    np.testing.assert_array_equal(masks.data, before)
