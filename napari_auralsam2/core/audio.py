@@ -16,18 +16,24 @@ more than two channels are down-mixed to mono).
   t = 0, frame ``i`` gets example ``i``, and the last example is repeated when the audio yields
   fewer examples than frames (a track shorter than one example is padded with silence).
 
-Both rules compute the log-mel of the whole track once (padding the waveform once) and slice it.
+Both rules slice one log-mel of the padded track, computed lazily in blocks of
+``STFT_CHUNK_FRAMES`` frames as frames ask for them (see ``FrameExamples``): the numbers equal
+the whole-track computation exactly, and opening a long track costs nothing.
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
+import threading
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Callable, Iterator, Literal, Sequence
 
 import numpy as np
 import resampy
+from resampy.interpn import resample_f_s
 
 from .errors import AudioError
 
@@ -46,7 +52,11 @@ EXAMPLE_SECONDS = EXAMPLE_FRAMES * HOP_SAMPLES / SAMPLE_RATE  # 0.96
 EXAMPLE_SPAN_SAMPLES = (EXAMPLE_FRAMES - 1) * HOP_SAMPLES + WINDOW_SAMPLES  # 15600
 LOG_MEL_FRAME_RATE = SAMPLE_RATE / HOP_SAMPLES  # 100 frames per second
 CHANNELS = 2
-STFT_CHUNK_FRAMES = 4096  # bounds the temporary STFT memory
+STFT_CHUNK_FRAMES = 1024  # bounds the temporary STFT memory; also the block the lazy log-mel is computed in
+CACHED_BLOCKS = 4  # log-mel blocks a FrameExamples keeps (2 MiB)
+RESAMPLE_FILTER = "kaiser_best"  # resampy's default, as the official code uses
+SILENCE_SCAN_SAMPLES = 1 << 16  # is_silent reads this many samples at a time and stops at the first loud ones
+STREAM_BLOCK_SAMPLES = 1 << 16  # a StreamedAudio publishes its decoded samples in blocks of about this size
 SILENCE_THRESHOLD = 1e-4  # peak amplitude (-80 dBFS)
 PARALLEL_RESAMPLE_SECONDS = 60.0  # longer tracks use resampy's multi-threaded kernel (same output)
 
@@ -88,9 +98,23 @@ class AudioTrack:
         """Length in seconds."""
         return self.num_samples / self.sample_rate
 
+    def span(self, start: int, stop: int) -> np.ndarray:
+        """Samples ``start:stop`` (fewer when the track ends before ``stop``)."""
+        return self.samples[start:stop]
+
     def is_silent(self, threshold: float = SILENCE_THRESHOLD) -> bool:
-        """True when the peak amplitude is below ``threshold`` (or the track is empty)."""
-        return self.num_samples == 0 or float(np.max(np.abs(self.samples))) < threshold
+        """True when the peak amplitude is below ``threshold`` (or the track is empty).
+
+        Reads the track in spans and stops at the first loud one: a long track costs little.
+        """
+        start = 0
+        while True:
+            chunk = self.span(start, start + SILENCE_SCAN_SAMPLES)
+            if chunk.size and not float(np.max(np.abs(chunk))) < threshold:
+                return False
+            if len(chunk) < SILENCE_SCAN_SAMPLES:
+                return True
+            start += SILENCE_SCAN_SAMPLES
 
 
 def waveform_to_examples(samples: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -110,11 +134,12 @@ def frame_examples(track: AudioTrack, frame_times: Sequence[float], rule: Rule =
 
 
 class FrameExamples:
-    """Lazy per-frame examples: holds the track's log-mel once, slices examples on indexing.
+    """Lazy per-frame examples: slices of the track's log-mel, computed block by block on demand.
 
     ``examples[i]`` is ``[2, 96, 64]``; a slice or index array gives ``[k, 2, 96, 64]``.
-    Use it instead of ``frame_examples`` for long videos: at 30 fps all examples at once take
-    about 30x the memory of the log-mel (10 min: 0.8 GiB against 29 MiB).
+    Creating one reads no audio (the ``"avsbench"`` rule needs the track's length); each access
+    computes only the log-mel blocks it touches (``STFT_CHUNK_FRAMES`` frames, about 10 s) and
+    keeps the last few. The numbers are exactly those of the whole-track computation.
     """
 
     def __init__(self, track: AudioTrack, frame_times: Sequence[float], rule: Rule = "centred") -> None:
@@ -123,15 +148,14 @@ class FrameExamples:
         times = np.asarray(frame_times, dtype=np.float64).reshape(-1)
         if not np.all(np.isfinite(times)):
             raise AudioError("frame times must be finite numbers of seconds")
-        samples, rate = track.samples, track.sample_rate
         if rule == "centred":
             starts = np.floor(np.maximum(times, 0.0) * LOG_MEL_FRAME_RATE + 0.5).astype(np.int64)
             last = int(starts.max()) if starts.size else 0
             needed = (last + EXAMPLE_FRAMES - 1) * HOP_SAMPLES + WINDOW_SAMPLES
-            self._log_mel = _track_log_mel(samples, rate, EXAMPLE_SPAN_SAMPLES // 2, needed)
+            self._log_mel = LogMelBlocks(track, EXAMPLE_SPAN_SAMPLES // 2, needed)
         else:
-            self._log_mel = _track_log_mel(samples, rate, 0, EXAMPLE_SPAN_SAMPLES)
-            count = _whole_examples(self._log_mel.shape[1])
+            self._log_mel = LogMelBlocks(track, 0, EXAMPLE_SPAN_SAMPLES)
+            count = _whole_examples(self._log_mel.num_frames())
             starts = np.minimum(np.arange(times.size), count - 1) * EXAMPLE_FRAMES
         self._starts = starts
 
@@ -146,11 +170,156 @@ class FrameExamples:
     def __getitem__(self, key: int | slice | Sequence[int] | np.ndarray) -> np.ndarray:
         starts = self._starts[key]
         if np.ndim(starts) == 0:
-            return self._log_mel[:, starts : starts + EXAMPLE_FRAMES].copy()
+            return self._log_mel.frames(int(starts), int(starts) + EXAMPLE_FRAMES)
         out = np.empty((starts.size, CHANNELS, EXAMPLE_FRAMES, NUM_MEL_BINS), dtype=np.float32)
-        for row, start in enumerate(starts):  # contiguous slice copies beat a strided gather
-            out[row] = self._log_mel[:, start : start + EXAMPLE_FRAMES]
+        for row, start in enumerate(starts):
+            out[row] = self._log_mel.frames(int(start), int(start) + EXAMPLE_FRAMES)
         return out
+
+
+class LogMelBlocks:
+    """The log-mel ``[2, frames, 64]`` of a padded track (as `_track_log_mel`), computed in blocks.
+
+    Block k holds frames ``[k * STFT_CHUNK_FRAMES, (k + 1) * STFT_CHUNK_FRAMES)``: the whole-track
+    `log_mel` runs its STFT in exactly these chunks, so a block is computed from the same 16 kHz
+    samples, in the same array shapes, and equals the whole-track numbers bit for bit. Those
+    samples are resampled from a span of the track with the resampler's full filter reach on both
+    sides (`_resample_span`). Thread-safe; the last `CACHED_BLOCKS` blocks are kept.
+    """
+
+    def __init__(self, track: AudioTrack, pad_start: int, min_length: int) -> None:
+        if int(track.sample_rate) <= 0:
+            raise AudioError(f"invalid audio sample rate {track.sample_rate}", "give a positive rate in Hz")
+        self.track, self.pad_start, self.min_length = track, int(pad_start), int(min_length)
+        self._blocks: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def num_frames(self) -> int:
+        """Frames of the whole padded track (needs the track's length)."""
+        length = max(self.pad_start + _resampled_length(self.track.num_samples, self.track.sample_rate),
+                      self.min_length)
+        return 1 + (length - WINDOW_SAMPLES) // HOP_SAMPLES if length >= WINDOW_SAMPLES else 0
+
+    def frames(self, start: int, stop: int) -> np.ndarray:
+        """Log-mel frames ``start:stop`` as float32 ``[2, stop - start, 64]``."""
+        size = STFT_CHUNK_FRAMES
+        parts = [self._block(k)[:, max(start - k * size, 0):stop - k * size]
+                 for k in range(start // size, (stop - 1) // size + 1)]
+        return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0].copy()
+
+    def _block(self, index: int) -> np.ndarray:
+        with self._lock:
+            block = self._blocks.get(index)
+            if block is None:
+                block = self._compute(index)
+                self._blocks[index] = block
+                while len(self._blocks) > CACHED_BLOCKS:
+                    self._blocks.popitem(last=False)
+            self._blocks.move_to_end(index)
+            return block
+
+    def _compute(self, index: int) -> np.ndarray:
+        first = index * STFT_CHUNK_FRAMES
+        start = first * HOP_SAMPLES  # padded samples [start, stop) hold the block's frames
+        stop = (first + STFT_CHUNK_FRAMES - 1) * HOP_SAMPLES + WINDOW_SAMPLES
+        lo, hi = max(start - self.pad_start, 0), max(stop - self.pad_start, 0)  # the 16 kHz samples inside
+        channels, length = _resample_span(self.track, lo, hi)
+        if length is not None:  # the track ends in this block: the padded length is known
+            stop = min(stop, max(self.pad_start + length, self.min_length))
+        per_channel = []
+        for resampled in channels:
+            padded = np.zeros(stop - start, dtype=np.float64)
+            offset = self.pad_start + lo - start
+            padded[offset:offset + resampled.size] = resampled
+            per_channel.append(log_mel(padded))
+        if len(per_channel) == 1:
+            per_channel *= CHANNELS
+        return np.stack(per_channel)
+
+
+class StreamedAudio(AudioTrack):
+    """An `AudioTrack` whose samples arrive from an iterator on a background thread (a file's decoder).
+
+    `span` and `is_silent` wait only until the samples they read have arrived; `samples`,
+    `num_samples` and `duration` wait for the end. An error raised by the iterator is raised
+    again in every reader. Each chunk becomes float32 exactly as `AudioTrack` converts it.
+    """
+
+    def __init__(self, chunks: Iterator[np.ndarray], sample_rate: int, num_channels: int) -> None:
+        # not AudioTrack.__init__: the samples are not there yet
+        self.sample_rate, self._channels = int(sample_rate), int(num_channels)
+        self._blocks: list[np.ndarray] = []
+        self._ends: list[int] = []  # cumulative sample count after each block
+        self._whole: np.ndarray | None = None
+        self._done = False
+        self._error: BaseException | None = None
+        self._arrived = threading.Condition()
+        threading.Thread(target=self._receive, args=(chunks,), name="audio-decoder", daemon=True).start()
+
+    def _receive(self, chunks: Iterator[np.ndarray]) -> None:
+        pending, count = [], 0
+        try:
+            for chunk in chunks:
+                pending.append(AudioTrack(chunk, self.sample_rate).samples)
+                count += len(pending[-1])
+                if count >= STREAM_BLOCK_SAMPLES:
+                    self._publish(pending)
+                    pending, count = [], 0
+            self._publish(pending)
+        except BaseException as error:  # surfaces in the reader
+            self._error = error
+        with self._arrived:
+            self._done = True
+            self._arrived.notify_all()
+
+    def _publish(self, pending: list[np.ndarray]) -> None:
+        if not pending:
+            return
+        block = np.concatenate(pending) if len(pending) > 1 else pending[0]
+        with self._arrived:
+            self._blocks.append(block)
+            self._ends.append((self._ends[-1] if self._ends else 0) + len(block))
+            self._arrived.notify_all()
+
+    def _wait(self, stop: int | None) -> None:
+        with self._arrived:
+            self._arrived.wait_for(lambda: self._done or (stop is not None and bool(self._ends)
+                                                          and self._ends[-1] >= stop))
+        if self._error is not None:
+            raise self._error
+
+    @property
+    def samples(self) -> np.ndarray:
+        """All samples (waits for the end of the stream)."""
+        self._wait(None)
+        with self._arrived:
+            if self._whole is None:
+                self._whole = (np.concatenate(self._blocks) if self._blocks
+                               else np.zeros((0, self._channels), np.float32))
+                self._blocks, self._ends = [self._whole], [len(self._whole)]
+            return self._whole
+
+    @property
+    def num_channels(self) -> int:
+        return self._channels
+
+    def span(self, start: int, stop: int) -> np.ndarray:
+        self._wait(stop)
+        with self._arrived:
+            blocks, ends = list(self._blocks), list(self._ends)
+        first = bisect.bisect_right(ends, start)
+        last = bisect.bisect_left(ends, stop)
+        parts = []
+        for i in range(first, min(last + 1, len(blocks))):
+            begin = ends[i] - len(blocks[i])
+            parts.append(blocks[i][max(start - begin, 0):stop - begin])
+        if not parts:
+            return np.zeros((0, self._channels), np.float32)
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    def __repr__(self) -> str:
+        state = "decoded" if self._done else "decoding"
+        return f"<StreamedAudio {self._channels} ch @ {self.sample_rate} Hz, {state}>"
 
 
 @functools.lru_cache(maxsize=1)
@@ -210,6 +379,63 @@ def _analysis_channels(samples: np.ndarray) -> list[Callable[[], np.ndarray]]:
         warnings.warn(f"audio has {channels} channels; down-mixing to mono for VGGish", stacklevel=4)
         return [lambda: samples.mean(axis=1, dtype=np.float64)]
     return [functools.partial(np.ascontiguousarray, samples[:, c], dtype=np.float64) for c in range(channels)]
+
+
+@functools.lru_cache(maxsize=8)
+def _resampler(sample_rate: int) -> tuple[np.ndarray, np.ndarray, int, float, float, int]:
+    """``resampy.resample``'s set-up for sample_rate -> 16 kHz.
+
+    Returns (filter, its differences, table precision, scale, input samples per output sample,
+    filter reach in input samples).
+    """
+    window, precision, _ = resampy.filters.get_filter(RESAMPLE_FILTER)
+    ratio = float(SAMPLE_RATE) / sample_rate
+    if ratio < 1:
+        window = ratio * window
+    scale = min(1.0, ratio)
+    reach = len(window) // int(scale * precision) + 2
+    return window, np.diff(window, append=window[-1]), precision, scale, 1.0 / ratio, reach
+
+
+def _resampled_length(samples: int, sample_rate: int) -> int:
+    """Length of a track of ``samples`` once resampled to 16 kHz (as resampy computes it)."""
+    if sample_rate == SAMPLE_RATE or samples == 0:
+        return samples
+    return int(samples * float(SAMPLE_RATE) / float(sample_rate))
+
+
+def _resample_span(track: AudioTrack, lo: int, hi: int) -> tuple[list[np.ndarray], int | None]:
+    """16 kHz samples ``lo:hi`` of the track's analysis channels, equal to `_resample` of the whole.
+
+    Output sample j is resampy's sum over the input around ``j * increment``; reading the input
+    ``reach`` samples beyond both ends of the span (or to the track's ends) gives every sum the same
+    terms in the same order, and the times, shifted by a whole number of samples, stay exact.
+    Returns the channels (cut where the resampled track ends) and the resampled track's length when
+    it ends before ``hi`` (else None).
+    """
+    rate = int(track.sample_rate)
+    if rate == SAMPLE_RATE:
+        samples = track.span(lo, hi)
+        length = track.num_samples if len(samples) < hi - lo else None
+        return [channel() for channel in _analysis_channels(samples)], length
+    window, delta, precision, scale, increment, reach = _resampler(rate)
+    first = max(int(lo * increment) - reach, 0)
+    last = int(max(hi - 1, lo) * increment) + reach + 2
+    samples = track.span(first, last)
+    length = None
+    if len(samples) < last - first:  # the track ends here: its length is known
+        length = _resampled_length(track.num_samples, rate)
+        if track.num_samples and length < 1:
+            raise AudioError(f"cannot resample {track.num_samples} samples at {rate} Hz: too short")
+        hi = max(min(hi, length), lo)
+    times = np.arange(lo, hi) * increment - first
+    out = []
+    for channel in _analysis_channels(samples):
+        resampled = np.zeros(hi - lo, dtype=np.float64)
+        if resampled.size:
+            resample_f_s(channel(), times, window, delta, precision, scale, resampled)
+        out.append(resampled)
+    return out, length
 
 
 def _resample(waveform: np.ndarray, sample_rate: int) -> np.ndarray:

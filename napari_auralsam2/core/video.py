@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import bisect
+import itertools
 import threading
 from collections import OrderedDict
 from fractions import Fraction
@@ -24,7 +25,7 @@ from typing import Callable, Iterable, Iterator
 import av
 import numpy as np
 
-from .audio import AudioTrack
+from .audio import AudioTrack, StreamedAudio
 from .errors import AudioError, NoAudioError, VideoError
 
 DEFAULT_CACHE_BYTES = 256 * 2**20
@@ -419,34 +420,53 @@ def _audio_loader(
 
 
 def _decode_audio(path: Path, origin: float | None) -> AudioTrack | None:
-    """First audio stream of ``path``; sample 0 is at ``origin`` seconds (None: first sample)."""
+    """First audio stream of ``path``; sample 0 is at ``origin`` seconds (None: first sample).
+
+    Decodes the first frame here and the rest on a background thread (`StreamedAudio`), so a
+    long track can be read from its start at once.
+    """
     container = _open_container(path, AudioError)
+    if not container.streams.audio:
+        container.close()
+        return None
+    chunks = _audio_chunks(container, path, origin)
+    first = next(chunks, None)
+    if first is None:
+        return None
+    rate, samples = first
+    return StreamedAudio(itertools.chain([samples], (chunk for _, chunk in chunks)), rate, samples.shape[1])
+
+
+def _audio_chunks(container: av.container.InputContainer, path: Path,
+                  origin: float | None) -> Iterator[tuple[int, np.ndarray]]:
+    """(rate, samples) of each decoded frame, shifted so that sample 0 is at ``origin`` (see above).
+
+    Closes the container when done.
+    """
     with container:
-        if not container.streams.audio:
-            return None
         stream = container.streams.audio[0]
-        chunks, start, rate = [], None, None
+        rate = channels = None
+        skip = 0  # samples before ``origin`` still to drop
         try:
             for decoded in container.decode(stream):
+                samples = _frame_samples(decoded)
                 if rate is None:
-                    rate, start = decoded.sample_rate, decoded.time or 0.0
+                    rate, channels = decoded.sample_rate, samples.shape[1]
+                    shift = 0 if origin is None else round(((decoded.time or 0.0) - origin) * rate)
+                    if shift > 0:
+                        yield rate, np.zeros((shift, channels), np.float32)
+                    skip = max(0, -shift)
                 elif decoded.sample_rate != rate:
                     raise AudioError(f"the audio of {path.name} changes sample rate", "convert it to one rate first")
-                chunks.append(_frame_samples(decoded))
+                if samples.shape[1] != channels:
+                    raise AudioError(f"the audio of {path.name} changes channel count", "convert it to one layout first")
+                if skip:
+                    dropped = min(skip, len(samples))
+                    samples, skip = samples[dropped:], skip - dropped
+                yield rate, samples
         except av.FFmpegError as error:
             raise AudioError(f"decoding the audio of {path.name} failed: {error}",
                              "the file is truncated or corrupted; re-encode it") from error
-    if rate is None:
-        return None
-    if len({chunk.shape[1] for chunk in chunks}) > 1:
-        raise AudioError(f"the audio of {path.name} changes channel count", "convert it to one layout first")
-    track = AudioTrack(np.concatenate(chunks), rate)
-    shift = 0 if origin is None else round((start - origin) * rate)
-    if shift > 0:
-        track.samples = np.concatenate([np.zeros((shift, track.num_channels), np.float32), track.samples])
-    elif shift < 0:
-        track.samples = track.samples[-shift:]
-    return track
 
 
 def _frame_samples(decoded: av.AudioFrame) -> np.ndarray:
