@@ -349,20 +349,23 @@ class SegmentationSession:
                 yield t, masks
 
     def _track_frame(self, frame_idx: int, reverse: bool) -> Masks:
+        """One frame for every object; objects whose memories line up run as one batch."""
         p, state = self.predictor, self.state
-        logits = []
-        for obj_idx in range(p._get_obj_num(state)):
+        count = p._get_obj_num(state)
+        logits: list[torch.Tensor | None] = [None] * count
+        batches: dict[tuple, list[int]] = {}
+        for obj_idx in range(count):
             outputs = state["output_dict_per_obj"][obj_idx]
             if frame_idx in outputs["cond_frame_outputs"]:
-                pred = outputs["cond_frame_outputs"][frame_idx]["pred_masks"].to(state["device"])
+                logits[obj_idx] = outputs["cond_frame_outputs"][frame_idx]["pred_masks"].to(state["device"])
             else:
-                out, pred = p._run_single_frame_inference(
-                    inference_state=state, output_dict=outputs, frame_idx=frame_idx, batch_size=1,
-                    is_init_cond_frame=False, point_inputs=None, mask_inputs=None, reverse=reverse,
-                    run_mem_encoder=True)
-                outputs["non_cond_frame_outputs"][frame_idx] = out
+                batches.setdefault(p.memory_layout(outputs, frame_idx), []).append(obj_idx)
+        for obj_idxs in batches.values():
+            for obj_idx, (out, pred) in zip(obj_idxs, p.track_objects(state, obj_idxs, frame_idx, reverse)):
+                state["output_dict_per_obj"][obj_idx]["non_cond_frame_outputs"][frame_idx] = out
+                logits[obj_idx] = pred
+        for obj_idx in range(count):
             state["frames_tracked_per_obj"][obj_idx][frame_idx] = {"reverse": reverse}
-            logits.append(pred)
         _, video_res = p._get_orig_video_res_output(state, torch.cat(logits, dim=0))
         return self._masks(state["obj_ids"], video_res)
 
