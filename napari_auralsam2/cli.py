@@ -260,6 +260,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
         engine = load_engine(model=args.model, image_size=args.image_size, weights=args.weights,
                              checkpoint=args.checkpoint, sam2_checkpoint=args.sam2_checkpoint,
                              release=args.release, device=args.device)
+        if args.compile:
+            engine.compile()
         banner = announce_weights(engine, out)
         store, interrupted = segment_video(engine, video, prompts, use_audio, args.audio_frame or 0, args.direction)
         info = {"model": args.model, "image_size": engine.image_size, "audio": use_audio,
@@ -346,6 +348,9 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--release", choices=list(AURALSAM2_WEIGHTS), default=DEFAULT_RELEASE,
                        help="which released AuralSAM2 weights --weights auto uses")
     group.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    group.add_argument("--compile", action="store_true",
+                       help="torch.compile the image encoder and fuser: faster on a GPU once the first window "
+                            "has compiled (also: AURALSAM2_COMPILE=1)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,16 +17,24 @@ FRAMES = 23
 
 
 class RecordedFrames:
-    """An array-like video (as a napari layer's data) that records which frames were read; one may fail."""
+    """An array-like video (as a napari layer's data) that records which frames were read.
 
-    def __init__(self, frames: np.ndarray, fail_at: int | None = None) -> None:
-        self.frames, self.shape, self.fail_at = frames, frames.shape, fail_at
+    Frame `fail_at` cannot be read; frames from `arrives_at` on cannot be read until the consumer has
+    seen frame `arrives_at - 1` (a stream that grows as it is tracked, like CVAT's tracker feed).
+    """
+
+    def __init__(self, frames: np.ndarray, fail_at: int | None = None, arrives_at: int | None = None) -> None:
+        self.frames, self.shape, self.fail_at, self.arrives_at = frames, frames.shape, fail_at, arrives_at
         self.reads: list[int] = []
+        self.arrived, self.refused = threading.Event(), threading.Event()
 
     def __getitem__(self, index: int) -> np.ndarray:
         self.reads.append(int(index))
         if index == self.fail_at:
             raise OSError(f"cannot read frame {index} from the network share")
+        if self.arrives_at is not None and index >= self.arrives_at and not self.arrived.is_set():
+            self.refused.set()
+            raise OSError(f"frame {index} has not arrived yet")
         return self.frames[index]
 
 
@@ -61,7 +69,7 @@ def test_prefetcher_loads_ahead_in_order_and_raises_in_the_caller():
     gate.set()
     assert loader.get(0) == 0 and loader.get(2) == 20  # 1 was skipped: dropped, not waited for
     assert loader.get(3) == 30
-    with pytest.raises(ValueError, match="corrupt"):
+    with pytest.raises(ValueError, match="corrupt"):  # failed ahead, failed again when asked for
         loader.get(4)
     assert loader.get(9) == 90  # not planned: loaded inline
     loader.close()
@@ -107,6 +115,19 @@ def test_a_read_error_surfaces_in_the_caller_and_loses_nothing(engine, frames):
             seen.append(t)
     assert seen == list(range(10))  # everything before the failing window was delivered
     assert not loader_threads()
+
+
+def test_frames_not_there_yet_are_read_when_asked_for(engine, frames):
+    source = RecordedFrames(frames, arrives_at=10)
+    session = engine.open_session(frames_from_array(source, fps=10), use_audio=False)
+    session.add_prompt(0, 1, points=[(20.0, 15.0)])
+    seen = []
+    for t, _ in session.propagate(direction="forward"):
+        seen.append(t)
+        if t == 9:
+            assert source.refused.wait(timeout=120)  # the loader tried frame 10 ahead, too early
+            source.arrived.set()
+    assert seen == list(range(FRAMES))
 
 
 @pytest.mark.parametrize("size, image_size", [((720, 1280), 256), ((48, 64), 128)])

@@ -2,9 +2,10 @@
 
 `Prefetcher(load, ahead)` runs `load(key)` on one worker thread for the keys of a plan, at most
 `ahead` keys beyond the one last asked for, so memory stays bounded. `get(key)` returns the
-result (waiting while it loads, or loading inline when it was not planned) and raises the worker's
-error in the caller. `close()` cancels the loads not started and waits for the one running, so
-nothing touches the source after it returns.
+result, waiting while it loads, or loading inline when it was not planned or when the load ahead
+failed: a source that is not readable ahead (a stream still growing) gets another try, and a real
+error is raised in the caller. `close()` cancels the loads not started and waits for the one
+running, so nothing touches the source after it returns.
 """
 from __future__ import annotations
 
@@ -50,7 +51,12 @@ class Prefetcher(Generic[K, V]):
             self._cursor = index + 1
             self._next = max(self._next, self._cursor)
             self._fill()
-        return self._load(key) if future is None else future.result()
+        if future is not None:
+            try:
+                return future.result()
+            except Exception:  # read too early, or a real error: the caller's own try says which
+                pass
+        return self._load(key)
 
     def _index(self, key: K) -> int | None:
         """Where `key` comes next in the active plan (None: no plan, or not in what is left of it)."""

@@ -3,11 +3,14 @@
 An `Engine` holds a loaded AuralSAM2 (load it once, reuse it). `Engine.open_session(video)` gives a
 `SegmentationSession` over a lazy `VideoSource`: objects are prompted with clicks/boxes on any
 frame, or with audio alone, and propagated forward and/or backward. Frames are encoded (and fused
-with their audio) in windows of `window` frames; the memory/decoder step runs frame by frame on
-SAM2's own video-predictor machinery, so memory never holds more than a few windows of features.
+with their audio) in windows of `window` frames, decoded and preprocessed ahead on a background
+thread while propagating; the memory/decoder step runs frame by frame on SAM2's own
+video-predictor machinery, one batch for all objects whose memories line up, so memory never holds
+more than a few windows of features.
 """
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
@@ -36,6 +39,10 @@ CACHED_WINDOWS = 2
 #: windows decoded and preprocessed ahead of the one being encoded, on a background thread
 PREFETCH_WINDOWS = 2
 DIRECTIONS = ("forward", "backward", "both")
+#: set to 1 to torch.compile the image encoder and fuser of every engine (napari, CVAT functions)
+COMPILE_ENV = "AURALSAM2_COMPILE"
+#: torch.compile options: inductor's default mode compiles in well under a minute (max-autotune takes many)
+COMPILE_OPTIONS: dict = {}
 
 Masks = dict[int, np.ndarray]
 Progress = Callable[[int, int], None]
@@ -87,7 +94,7 @@ class Engine:
     """A loaded model on a device, shared by every session of a host."""
 
     def __init__(self, model: AuralSAM2, device: torch.device | str | None = None, window: int = DEFAULT_WINDOW,
-                 random_weights: bool = False) -> None:
+                 random_weights: bool = False, compile: bool | None = None) -> None:
         self.device = torch.device(device or model.device)
         self.model = model.to(self.device).eval()
         self.model.v_model.fill_hole_area = 0  # needs sam2's CUDA extension; stock default would warn
@@ -96,6 +103,20 @@ class Engine:
         self.model.v_model.add_all_frames_to_correct_as_cond = True
         self.window = window
         self.random_weights = random_weights
+        self.compiled = False
+        if compile if compile is not None else os.environ.get(COMPILE_ENV, "").lower() in ("1", "true", "yes", "on"):
+            self.compile()
+
+    def compile(self) -> None:
+        """torch.compile the image encoder and the AuralFuser (the batched per-window work), in place.
+
+        Compiling happens on the first window (and once more for a window of another length), so
+        that window takes longer; weights and state_dict keys are unchanged.
+        """
+        if not self.compiled:
+            self.model.v_model.image_encoder.compile(**COMPILE_OPTIONS)
+            self.model.aural_fuser.compile(**COMPILE_OPTIONS)
+            self.compiled = True
 
     @property
     def image_size(self) -> int:
