@@ -78,3 +78,15 @@ def sample_wav(tmp_path_factory: pytest.TempPathFactory, clip_spec: ClipSpec) ->
         handle.setframerate(clip_spec.wav_rate)
         handle.writeframes(clip_spec.wav_samples().astype("<i2").tobytes())
     return path
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `cuda` need a CUDA device: skipped without one (bench/gpu_check.sh runs them)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (bench/gpu_check.sh runs these on a GPU machine)")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)

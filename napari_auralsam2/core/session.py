@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ DIRECTIONS = ("forward", "backward", "both")
 COMPILE_ENV = "AURALSAM2_COMPILE"
 #: torch.compile options: inductor's default mode compiles in well under a minute (max-autotune takes many)
 COMPILE_OPTIONS: dict = {}
+_COMPILED: weakref.WeakSet = weakref.WeakSet()  # models whose encoder and fuser are compiled
 
 Masks = dict[int, np.ndarray]
 Progress = Callable[[int, int], None]
@@ -103,20 +105,24 @@ class Engine:
         self.model.v_model.add_all_frames_to_correct_as_cond = True
         self.window = window
         self.random_weights = random_weights
-        self.compiled = False
         if compile if compile is not None else os.environ.get(COMPILE_ENV, "").lower() in ("1", "true", "yes", "on"):
             self.compile()
+
+    @property
+    def compiled(self) -> bool:
+        return self.model in _COMPILED
 
     def compile(self) -> None:
         """torch.compile the image encoder and the AuralFuser (the batched per-window work), in place.
 
         Compiling happens on the first window (and once more for a window of another length), so
-        that window takes longer; weights and state_dict keys are unchanged.
+        that window takes longer; weights and state_dict keys are unchanged. Engines sharing the
+        model share the compiled modules.
         """
         if not self.compiled:
             self.model.v_model.image_encoder.compile(**COMPILE_OPTIONS)
             self.model.aural_fuser.compile(**COMPILE_OPTIONS)
-            self.compiled = True
+            _COMPILED.add(self.model)
 
     @property
     def image_size(self) -> int:
