@@ -1,6 +1,7 @@
 """The audio front end by blocks: identical to the whole-track numbers, reads only what it needs, streams."""
 from __future__ import annotations
 
+import gc
 import threading
 import warnings
 
@@ -148,6 +149,27 @@ def test_first_mask_needs_only_the_start_of_a_long_track(clip_spec):
     try:
         session = engine.open_session(frames_from_array(frames, fps=1.0, audio=track))
         masks = session.add_audio_prompt(0, 1)
-        assert set(masks) == {1} and not track._done
+        assert set(masks) == {1} and not track._stream.done
     finally:
         gate.set()
+
+
+def test_a_stream_reads_a_bounded_distance_ahead_and_stops_when_dropped():
+    rate, chunk = 8_000, 1000
+    pulled, closed = [], threading.Event()
+
+    def endless():
+        try:
+            while True:
+                pulled.append(chunk)
+                yield np.full((chunk, 1), 0.25, np.float32)
+        finally:
+            closed.set()
+
+    track = StreamedAudio(endless(), rate, 1)
+    assert not track.is_silent()
+    del track
+    gc.collect()
+    assert closed.wait(timeout=120)  # the decoder thread stopped and closed its source
+    bound = audio_module.STREAM_AHEAD_SECONDS * rate + 2 * audio_module.STREAM_BLOCK_SAMPLES
+    assert sum(pulled) <= bound

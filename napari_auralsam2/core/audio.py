@@ -27,6 +27,7 @@ import bisect
 import functools
 import threading
 import warnings
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Iterator, Literal, Sequence
@@ -57,6 +58,7 @@ CACHED_BLOCKS = 4  # log-mel blocks a FrameExamples keeps (2 MiB)
 RESAMPLE_FILTER = "kaiser_best"  # resampy's default, as the official code uses
 SILENCE_SCAN_SAMPLES = 1 << 16  # is_silent reads this many samples at a time and stops at the first loud ones
 STREAM_BLOCK_SAMPLES = 1 << 16  # a StreamedAudio publishes its decoded samples in blocks of about this size
+STREAM_AHEAD_SECONDS = 30.0  # a StreamedAudio decodes this far beyond what has been asked for, then waits
 SILENCE_THRESHOLD = 1e-4  # peak amplitude (-80 dBFS)
 PARALLEL_RESAMPLE_SECONDS = 60.0  # longer tracks use resampy's multi-threaded kernel (same output)
 
@@ -240,23 +242,59 @@ class LogMelBlocks:
 class StreamedAudio(AudioTrack):
     """An `AudioTrack` whose samples arrive from an iterator on a background thread (a file's decoder).
 
-    `span` and `is_silent` wait only until the samples they read have arrived; `samples`,
-    `num_samples` and `duration` wait for the end. An error raised by the iterator is raised
-    again in every reader. Each chunk becomes float32 exactly as `AudioTrack` converts it.
+    The thread reads `STREAM_AHEAD_SECONDS` beyond the furthest sample asked for, then waits: `span`
+    and `is_silent` wait only for the samples they read; `samples`, `num_samples` and `duration`
+    read to the end. An error raised by the iterator is raised again in every reader. Each chunk
+    becomes float32 exactly as `AudioTrack` converts it. When the track is garbage-collected, the
+    thread stops and closes the iterator.
     """
 
     def __init__(self, chunks: Iterator[np.ndarray], sample_rate: int, num_channels: int) -> None:
         # not AudioTrack.__init__: the samples are not there yet
         self.sample_rate, self._channels = int(sample_rate), int(num_channels)
-        self._blocks: list[np.ndarray] = []
-        self._ends: list[int] = []  # cumulative sample count after each block
+        self._stream = _ChunkStream(self.sample_rate, self._channels)
         self._whole: np.ndarray | None = None
-        self._done = False
-        self._error: BaseException | None = None
-        self._arrived = threading.Condition()
-        threading.Thread(target=self._receive, args=(chunks,), name="audio-decoder", daemon=True).start()
+        weakref.finalize(self, self._stream.stop)
+        threading.Thread(target=self._stream.receive, args=(chunks,), name="audio-decoder", daemon=True).start()
 
-    def _receive(self, chunks: Iterator[np.ndarray]) -> None:
+    @property
+    def samples(self) -> np.ndarray:
+        """All samples (reads to the end of the stream)."""
+        if self._whole is None:
+            self._whole = self._stream.all()
+        return self._whole
+
+    @property
+    def num_channels(self) -> int:
+        return self._channels
+
+    def span(self, start: int, stop: int) -> np.ndarray:
+        return self._stream.span(start, stop)
+
+    def __reduce__(self) -> tuple:
+        """Pickled (and deep-copied) as a plain AudioTrack of all its samples."""
+        return AudioTrack, (self.samples, self.sample_rate)
+
+    def __repr__(self) -> str:
+        state = "decoded" if self._stream.done else "decoding"
+        return f"<StreamedAudio {self._channels} ch @ {self.sample_rate} Hz, {state}>"
+
+
+class _ChunkStream:
+    """The buffer between a StreamedAudio's reading thread and its readers."""
+
+    def __init__(self, sample_rate: int, channels: int) -> None:
+        self.sample_rate, self.channels = sample_rate, channels
+        self.blocks: list[np.ndarray] = []
+        self.ends: list[int] = []  # cumulative sample count after each block
+        self.wanted: int | None = 0  # the furthest sample asked for (None: all)
+        self.done = self.stopped = False
+        self.error: BaseException | None = None
+        self.changed = threading.Condition()
+
+    def receive(self, chunks: Iterator[np.ndarray]) -> None:
+        """The thread: convert and publish chunks, staying a bounded distance ahead of the readers."""
+        ahead = int(STREAM_AHEAD_SECONDS * self.sample_rate)
         pending, count = [], 0
         try:
             for chunk in chunks:
@@ -265,61 +303,64 @@ class StreamedAudio(AudioTrack):
                 if count >= STREAM_BLOCK_SAMPLES:
                     self._publish(pending)
                     pending, count = [], 0
+                    with self.changed:  # far enough ahead: wait until someone reads further
+                        self.changed.wait_for(lambda: self.stopped or self.wanted is None
+                                              or self.ends[-1] < self.wanted + ahead)
+                    if self.stopped:
+                        break
             self._publish(pending)
         except BaseException as error:  # surfaces in the reader
-            self._error = error
-        with self._arrived:
-            self._done = True
-            self._arrived.notify_all()
+            self.error = error
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        with self.changed:
+            self.done = True
+            self.changed.notify_all()
 
     def _publish(self, pending: list[np.ndarray]) -> None:
         if not pending:
             return
         block = np.concatenate(pending) if len(pending) > 1 else pending[0]
-        with self._arrived:
-            self._blocks.append(block)
-            self._ends.append((self._ends[-1] if self._ends else 0) + len(block))
-            self._arrived.notify_all()
+        with self.changed:
+            self.blocks.append(block)
+            self.ends.append((self.ends[-1] if self.ends else 0) + len(block))
+            self.changed.notify_all()
 
-    def _wait(self, stop: int | None) -> None:
-        with self._arrived:
-            self._arrived.wait_for(lambda: self._done or (stop is not None and bool(self._ends)
-                                                          and self._ends[-1] >= stop))
-        if self._error is not None:
-            raise self._error
+    def stop(self) -> None:
+        with self.changed:
+            self.stopped = True
+            self.changed.notify_all()
 
-    @property
-    def samples(self) -> np.ndarray:
-        """All samples (waits for the end of the stream)."""
-        self._wait(None)
-        with self._arrived:
-            if self._whole is None:
-                self._whole = (np.concatenate(self._blocks) if self._blocks
-                               else np.zeros((0, self._channels), np.float32))
-                self._blocks, self._ends = [self._whole], [len(self._whole)]
-            return self._whole
+    def _wait(self, stop: int | None) -> tuple[list[np.ndarray], list[int]]:
+        """Wait until samples up to `stop` (None: all) have arrived; the blocks so far."""
+        with self.changed:
+            if self.wanted is not None:
+                self.wanted = None if stop is None else max(self.wanted, stop)
+                self.changed.notify_all()
+            self.changed.wait_for(lambda: self.done or (stop is not None and bool(self.ends)
+                                                        and self.ends[-1] >= stop))
+            if self.error is not None:
+                raise self.error
+            return list(self.blocks), list(self.ends)
 
-    @property
-    def num_channels(self) -> int:
-        return self._channels
+    def all(self) -> np.ndarray:
+        blocks, _ = self._wait(None)
+        whole = np.concatenate(blocks) if blocks else np.zeros((0, self.channels), np.float32)
+        with self.changed:
+            self.blocks, self.ends = [whole], [len(whole)]
+        return whole
 
     def span(self, start: int, stop: int) -> np.ndarray:
-        self._wait(stop)
-        with self._arrived:
-            blocks, ends = list(self._blocks), list(self._ends)
-        first = bisect.bisect_right(ends, start)
-        last = bisect.bisect_left(ends, stop)
+        blocks, ends = self._wait(stop)
         parts = []
-        for i in range(first, min(last + 1, len(blocks))):
+        for i in range(bisect.bisect_right(ends, start), min(bisect.bisect_left(ends, stop) + 1, len(blocks))):
             begin = ends[i] - len(blocks[i])
             parts.append(blocks[i][max(start - begin, 0):stop - begin])
         if not parts:
-            return np.zeros((0, self._channels), np.float32)
+            return np.zeros((0, self.channels), np.float32)
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
-
-    def __repr__(self) -> str:
-        state = "decoded" if self._done else "decoding"
-        return f"<StreamedAudio {self._channels} ch @ {self.sample_rate} Hz, {state}>"
 
 
 @functools.lru_cache(maxsize=1)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import abc
 import bisect
-import itertools
+import contextlib
 import threading
 from collections import OrderedDict
 from fractions import Fraction
@@ -434,7 +434,15 @@ def _decode_audio(path: Path, origin: float | None) -> AudioTrack | None:
     if first is None:
         return None
     rate, samples = first
-    return StreamedAudio(itertools.chain([samples], (chunk for _, chunk in chunks)), rate, samples.shape[1])
+    return StreamedAudio(_samples_of(samples, chunks), rate, samples.shape[1])
+
+
+def _samples_of(first: np.ndarray, chunks: Iterator[tuple[int, np.ndarray]]) -> Iterator[np.ndarray]:
+    """``first``, then the samples of ``chunks``; closing this closes the decoder."""
+    with contextlib.closing(chunks):
+        yield first
+        for _, samples in chunks:
+            yield samples
 
 
 def _audio_chunks(container: av.container.InputContainer, path: Path,
