@@ -10,6 +10,7 @@ import torch
 from napari_auralsam2.core import frames_from_array
 from napari_auralsam2.core.model import build_auralsam2
 from napari_auralsam2.core.prefetch import THREAD_NAME, Prefetcher
+from napari_auralsam2.core import session as session_module
 from napari_auralsam2.core.session import PREFETCH_WINDOWS, Engine, preprocess_frame, preprocess_on_device
 
 WINDOW = 5
@@ -40,6 +41,15 @@ class RecordedFrames:
 
 def loader_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith(THREAD_NAME)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def spare_core():
+    """One torch thread: the CPU reads ahead only when torch leaves a core free."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +113,14 @@ def test_cancel_and_abandon_stop_the_loader(engine, frames):
     run.close()  # a host that drops the run half-way
     assert not loader_threads()
     assert len(dict(session.propagate(direction="both"))) == FRAMES  # still usable
+
+
+def test_no_reading_ahead_when_torch_uses_every_core(engine, frames, monkeypatch):
+    monkeypatch.setattr(session_module, "_usable_cores", lambda: torch.get_num_threads())
+    session = engine.open_session(frames_from_array(frames, fps=10), use_audio=False)
+    session.add_prompt(0, 1, points=[(20.0, 15.0)])
+    for t, _ in session.propagate(direction="forward"):
+        assert not loader_threads()
 
 
 def test_a_read_error_surfaces_in_the_caller_and_loses_nothing(engine, frames):

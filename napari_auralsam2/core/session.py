@@ -162,8 +162,13 @@ class FrameWindows:
         self.loader: Prefetcher[int, tuple] = Prefetcher(self._load, ahead=PREFETCH_WINDOWS)
 
     def stream(self, frames: Iterable[int]) -> None:
-        """Prepare the windows of these frames ahead, in this order, until `stop`."""
-        self.loader.plan(self.bounds(t)[0] for t in frames)
+        """Prepare the windows of these frames ahead, in this order, until `stop`.
+
+        On the CPU only when torch leaves a core free: otherwise the loader competes with torch's
+        threads (which spin-wait on each other) and costs more than it hides (docs/benchmarks.md).
+        """
+        if self.engine.device.type == "cuda" or torch.get_num_threads() < _usable_cores():
+            self.loader.plan(self.bounds(t)[0] for t in frames)
 
     def stop(self) -> None:
         """Stop preparing ahead (waits for the window being prepared)."""
@@ -232,6 +237,10 @@ class _LazyImages:
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return preprocess_frame(self.video.frame(i), self.image_size)
+
+
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _cancelled(cancel: Cancel) -> bool:
