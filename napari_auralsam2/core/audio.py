@@ -54,7 +54,7 @@ EXAMPLE_SPAN_SAMPLES = (EXAMPLE_FRAMES - 1) * HOP_SAMPLES + WINDOW_SAMPLES  # 15
 LOG_MEL_FRAME_RATE = SAMPLE_RATE / HOP_SAMPLES  # 100 frames per second
 CHANNELS = 2
 STFT_CHUNK_FRAMES = 1024  # bounds the temporary STFT memory; also the block the lazy log-mel is computed in
-CACHED_BLOCKS = 4  # log-mel blocks a FrameExamples keeps (2 MiB)
+CACHED_BLOCKS = 64  # log-mel blocks a FrameExamples keeps: 32 MiB, about 11 minutes of audio
 RESAMPLE_FILTER = "kaiser_best"  # resampy's default, as the official code uses
 SILENCE_SCAN_SAMPLES = 1 << 16  # is_silent reads this many samples at a time and stops at the first loud ones
 STREAM_BLOCK_SAMPLES = 1 << 16  # a StreamedAudio publishes its decoded samples in blocks of about this size
@@ -141,7 +141,7 @@ class FrameExamples:
     ``examples[i]`` is ``[2, 96, 64]``; a slice or index array gives ``[k, 2, 96, 64]``.
     Creating one reads no audio (the ``"avsbench"`` rule needs the track's length); each access
     computes only the log-mel blocks it touches (``STFT_CHUNK_FRAMES`` frames, about 10 s) and
-    keeps the last few. The numbers are exactly those of the whole-track computation.
+    keeps the last ``CACHED_BLOCKS``. The numbers are exactly those of the whole-track computation.
     """
 
     def __init__(self, track: AudioTrack, frame_times: Sequence[float], rule: Rule = "centred") -> None:
