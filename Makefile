@@ -8,7 +8,7 @@ SYSSTAMP := $(VENV)/.sysdeps
 TORCH_PINS := torch==2.11.0 torchvision==0.26.0 torchaudio==2.11.0
 XVFB_PKGS := xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0
 
-.PHONY: install sysdeps demo test bench clean
+.PHONY: install sysdeps demo test bench gpu-wheels gpu-check clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -41,5 +41,13 @@ test: install sysdeps
 bench: install
 	$(PY) bench/engine.py
 
+# The GPU check (bench/gpu_check.sh): build its wheels here, copy the repo with wheels/ to the GPU machine,
+# run `bench/gpu_check.sh` there. `make test` runs its CPU smoke mode (tests/test_gpu_check.py).
+gpu-wheels: install
+	$(PY) bench/gpu_wheels.py wheels
+
+gpu-check:
+	bench/gpu_check.sh --wheels wheels
+
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf $(VENV) demo_out .pytest_cache wheels gpu_check_out .gpu-venv

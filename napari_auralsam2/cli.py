@@ -390,6 +390,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
         engine = load_engine(model=args.model, image_size=args.image_size, weights=args.weights,
                              checkpoint=args.checkpoint, sam2_checkpoint=args.sam2_checkpoint,
                              release=args.release, device=args.device, text_model=args.text_model)
+        if args.compile:
+            engine.compile()
         store, written, banner, interrupted = segment_to_folder(
             engine, video, out, args.model, prompts, use_audio, args.audio_frame or 0, args.direction, args.format,
             overlay)
@@ -492,6 +494,9 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--text-model", metavar="DIR",
                        help="folder of distilroberta-base for --release refavs (default: the pinned Hub copy)")
     group.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    group.add_argument("--compile", action="store_true",
+                       help="torch.compile the image encoder and fuser: faster on a GPU once the first window "
+                            "has compiled (also: AURALSAM2_COMPILE=1)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -41,7 +41,8 @@ def check_prompts_fit(prompts: Sequence[Prompt], video) -> None:
 
 
 def check_audio(video) -> None:
-    """The audio can guide segmentation: there is a track (decoded now, refused if NaN/inf) with sound."""
+    """The audio can guide segmentation: there is a track with sound (a separate audio file is decoded
+    now and refused if NaN/inf; the video's own track streams, and is checked as it is read)."""
     name = video.path.name if video.path else "the video"
     if video.audio is None:
         raise UsageError(f"{name} has no audio track; give an audio file (--audio FILE) "

@@ -105,3 +105,15 @@ def truncated_faststart_mp4(tmp_path_factory: pytest.TempPathFactory, sample_mp4
     path = folder / "truncated.mp4"
     path.write_bytes(whole.read_bytes()[:cut])
     return path
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `cuda` need a CUDA device: skipped without one (bench/gpu_check.sh runs them)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (bench/gpu_check.sh runs these on a GPU machine)")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-import pytest
 import torch
 from qtpy.QtCore import QPoint, Qt
 

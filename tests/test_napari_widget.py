@@ -5,18 +5,19 @@ widget's coordinate conversion, object ids, frame indices and directions are wha
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-from ._napari_support import (ENGINE, FRAME, PLUGIN, RUN_TIMEOUT_MS, answers, docked, engine, notes, press, reference, run,  # noqa: F401
-                             save_screenshot)
+from ._napari_support import (ENGINE, FRAME, PLUGIN, RUN_TIMEOUT_MS, answers, cached_engine, docked, engine, notes,  # noqa: F401
+                             press, reference, run, save_screenshot)
+from napari.layers import Labels
+
 from napari_auralsam2._napari import runner
 from napari_auralsam2._napari.labels import masks_to_labels
 from napari_auralsam2._napari.widget import AuralSAM2Widget
 from napari_auralsam2.core import open_video
+from napari_auralsam2.core import session as session_module
 from napari_auralsam2.core.errors import WeightsMissingError
 
 SCREENSHOT = "napari_widget.png"
@@ -172,3 +173,25 @@ def test_error_messages_say_what_to_do() -> None:
     assert "smaller model" in runner.describe_error(RuntimeError("MPS backend out of memory"))
     missing = runner.describe_error(WeightsMissingError("put auralsam2_avs_v2.pth into /cache"))
     assert missing.startswith("put auralsam2_avs_v2.pth into /cache") and "'random'" in missing
+
+
+def test_compile_setting_compiles_the_loaded_model_in_place(qtbot, docked, cached_engine, monkeypatch, notes):
+    """The model section's compile box: the loaded engine is compiled without a reload, and gives the
+    same masks (torch.compile's "eager" backend here; inductor runs in the cuda tests)."""
+    monkeypatch.setitem(session_module.COMPILE_OPTIONS, "backend", "eager")
+    viewer, widget, video = docked
+    f = widget.form
+    f.image_size.setValue(64)  # an engine of this test's own, so the shared one stays uncompiled
+    f.new_layer.value = True
+    points, _ = widget.prompt_layers(video)
+    points.add([[FRAME, 17, 31]])
+    run(qtbot, widget, "frame")
+    plain = runner.CACHE.engine
+    assert not plain.compiled
+    f.compile.value = True
+    run(qtbot, widget, "frame")
+    assert runner.CACHE.engine is plain and plain.compiled and f.status.text().startswith("done")
+    first, second = [layer for layer in viewer.layers if isinstance(layer, Labels)][-2:]
+    assert first is not second and (first.data[FRAME] > 0).any()
+    np.testing.assert_array_equal(second.data, first.data)
+    assert AuralSAM2Widget(viewer).form.compile.value  # remembered for the next session

@@ -5,7 +5,6 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 
 from napari_auralsam2.core import AudioTrack, frames_from_array, open_video
 from napari_auralsam2.core.errors import AudioError, NoAudioError, PromptError

@@ -134,6 +134,9 @@ class Form(QWidget):
         self.checkpoint = FileEdit(label="AuralSAM2 ckpt", filter=CHECKPOINT_FILTER)
         self.sam2_checkpoint = FileEdit(label="SAM2 ckpt", filter=CHECKPOINT_FILTER)
         self.device = ComboBox(label="Device", choices=devices())
+        self.compile = CheckBox(text="compile (torch.compile)",
+                                tooltip="Compile the image encoder and fuser: the first window takes longer, later "
+                                        "ones run faster on a GPU (little gain on a CPU)")
         self.random_banner = Label(value="RANDOM WEIGHTS: pipeline test only")
         self.random_banner.native.setStyleSheet(RANDOM_STYLE)
 
@@ -171,7 +174,7 @@ class Form(QWidget):
         for box in (
             group("Video and sound", self.video, self.audio_mode, self.audio_file),
             group("Model (size, weights, device)", self.model, size, self.weights, self.release, self.checkpoint,
-                  self.sam2_checkpoint, self.device, collapsed=True),
+                  self.sam2_checkpoint, self.device, self.compile, collapsed=True),
             group("Prompts", row(self.object_id, self.next_object, label="Object id"), self.polarity, hint),
             group("Run", self.direction, self.new_layer, row(self.segment, self.propagate, self.audio_only),
                   row(self.cancel, self.clear_object, self.clear_frame), self.status),

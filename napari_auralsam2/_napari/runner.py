@@ -10,7 +10,7 @@ works on a session that another dock resets.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Hashable, Iterator
 
@@ -44,6 +44,7 @@ class EngineSpec:
     sam2_checkpoint: str = ""
     device: str = "auto"
     release: str = DEFAULT_RELEASE  # which released weights ("refavs": Ref-AVS, objects named in words)
+    compile: bool = False  # torch.compile the encoder and fuser (AURALSAM2_COMPILE=1 compiles regardless)
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,10 @@ class _Cache:
     def get_engine(self, spec: EngineSpec) -> tuple[Engine, bool]:
         """The engine for `spec` and whether it was loaded now."""
         with self.lock:
+            if (self.engine is not None and spec.compile
+                    and replace(spec, compile=False) == replace(self.engine_spec, compile=False)):
+                self.engine.compile()  # in place: turning compile on needs no reload
+                self.engine_spec = spec
             loaded = self.engine is None or spec != self.engine_spec
             if loaded:
                 self.drop()
@@ -128,6 +133,8 @@ class _Cache:
                     model=spec.model, image_size=spec.image_size, weights=spec.weights,
                     checkpoint=spec.checkpoint or None, sam2_checkpoint=spec.sam2_checkpoint or None,
                     release=spec.release, device=None if spec.device == "auto" else spec.device)
+                if spec.compile:
+                    self.engine.compile()
                 self.engine_spec = spec
             return self.engine, loaded
 

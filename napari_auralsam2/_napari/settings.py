@@ -23,6 +23,7 @@ class WidgetSettings:
     sam2_checkpoint: str = ""
     device: str = "auto"
     release: str = "avs_v2"  # released weights (core.weights.AURALSAM2_WEIGHTS); "refavs" reads object texts
+    compile: bool = False  # torch.compile the image encoder and fuser (faster on a GPU after the first window)
     direction: str = "both"
     new_layer_each_run: bool = False
 

@@ -115,7 +115,7 @@ class AuralSAM2Widget(RunsMixin, WorkMixin, QWidget):
     def _connect(self) -> None:
         f = self.form
         for control in (f.model, f.weights, f.release, f.device, f.direction, f.audio_mode, f.checkpoint,
-                        f.sam2_checkpoint, f.audio_file, f.new_layer):
+                        f.sam2_checkpoint, f.audio_file, f.new_layer, f.compile):
             control.changed.connect(self._settings_changed)
         f.image_size.valueChanged.connect(self._settings_changed)
         f.audio_mode.changed.connect(self._refresh_audio)
@@ -198,6 +198,7 @@ class AuralSAM2Widget(RunsMixin, WorkMixin, QWidget):
         set_path(f.checkpoint, s.checkpoint)
         set_path(f.sam2_checkpoint, s.sam2_checkpoint)
         f.new_layer.value = s.new_layer_each_run
+        f.compile.value = s.compile
         f.random_banner.visible = s.weights == "random"
 
     def current_settings(self) -> WidgetSettings:
@@ -205,7 +206,7 @@ class AuralSAM2Widget(RunsMixin, WorkMixin, QWidget):
         return WidgetSettings(model=f.model.value, image_size=f.image_size.value(), weights=f.weights.value,
                               checkpoint=f.checkpoint_path, sam2_checkpoint=f.sam2_checkpoint_path,
                               device=f.device.value, direction=f.direction.value, new_layer_each_run=f.new_layer.value,
-                              release=f.release.value)
+                              release=f.release.value, compile=f.compile.value)
 
     def _settings_changed(self, *_) -> None:
         settings = self.current_settings()

@@ -49,7 +49,7 @@ class RunsMixin:
     def _set_busy(self, busy: bool) -> None:
         f = self.form
         for control in (f.segment, f.propagate, f.audio_only, f.clear_object, f.clear_frame, f.video, f.model,
-                        f.weights, f.release, f.device, f.checkpoint, f.sam2_checkpoint, f.audio_mode):
+                        f.weights, f.release, f.device, f.compile, f.checkpoint, f.sam2_checkpoint, f.audio_mode):
             control.enabled = not busy
         o = self.objects
         for control in (o.jump, o.rerun, o.correct, o.delete, o.commit, o.reset, self.save_button,
@@ -62,7 +62,8 @@ class RunsMixin:
     def engine_spec(self) -> EngineSpec:
         s = self.current_settings()
         return EngineSpec(model=s.model, image_size=s.image_size, weights=s.weights, checkpoint=s.checkpoint,
-                          sam2_checkpoint=s.sam2_checkpoint, device=s.device, release=s.release)
+                          sam2_checkpoint=s.sam2_checkpoint, device=s.device, release=s.release,
+                          compile=s.compile)
 
     def start(self, kind: str) -> None:
         """Start a run ("frame", "propagate" or "audio") in a worker; no-op while one is running."""

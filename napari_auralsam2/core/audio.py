@@ -16,18 +16,25 @@ more than two channels are down-mixed to mono).
   t = 0, frame ``i`` gets example ``i``, and the last example is repeated when the audio yields
   fewer examples than frames (a track shorter than one example is padded with silence).
 
-Both rules compute the log-mel of the whole track once (padding the waveform once) and slice it.
+Both rules slice one log-mel of the padded track, computed lazily in blocks of
+``STFT_CHUNK_FRAMES`` frames as frames ask for them (see ``FrameExamples``): the numbers equal
+the whole-track computation exactly, and opening a long track costs nothing.
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
+import threading
 import warnings
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Callable, Iterator, Literal, Sequence
 
 import numpy as np
 import resampy
+from resampy.interpn import resample_f_s
 
 from .errors import AudioError
 
@@ -47,7 +54,12 @@ EXAMPLE_SPAN_SAMPLES = (EXAMPLE_FRAMES - 1) * HOP_SAMPLES + WINDOW_SAMPLES  # 15
 LOG_MEL_FRAME_RATE = SAMPLE_RATE / HOP_SAMPLES  # 100 frames per second
 CENTRED_PAD_SAMPLES = EXAMPLE_SPAN_SAMPLES // 2  # silence before the track: frame time 0 sits mid-example
 CHANNELS = 2
-STFT_CHUNK_FRAMES = 4096  # bounds the temporary STFT memory
+STFT_CHUNK_FRAMES = 1024  # bounds the temporary STFT memory; also the block the lazy log-mel is computed in
+CACHED_BLOCKS = 64  # log-mel blocks a FrameExamples keeps: 32 MiB, about 11 minutes of audio
+RESAMPLE_FILTER = "kaiser_best"  # resampy's default, as the official code uses
+SILENCE_SCAN_SAMPLES = 1 << 16  # is_silent reads this many samples at a time and stops at the first loud ones
+STREAM_BLOCK_SAMPLES = 1 << 16  # a StreamedAudio publishes its decoded samples in blocks of about this size
+STREAM_AHEAD_SECONDS = 30.0  # a StreamedAudio decodes this far beyond what has been asked for, then waits
 SILENCE_THRESHOLD = 1e-4  # peak amplitude (-80 dBFS)
 PARALLEL_RESAMPLE_SECONDS = 60.0  # longer tracks use resampy's multi-threaded kernel (same output)
 
@@ -91,9 +103,23 @@ class AudioTrack:
         """Length in seconds."""
         return self.num_samples / self.sample_rate
 
+    def span(self, start: int, stop: int) -> np.ndarray:
+        """Samples ``start:stop`` (fewer when the track ends before ``stop``)."""
+        return self.samples[start:stop]
+
     def is_silent(self, threshold: float = SILENCE_THRESHOLD) -> bool:
-        """True when the peak amplitude is below ``threshold`` (or the track is empty)."""
-        return self.num_samples == 0 or float(np.max(np.abs(self.samples))) < threshold
+        """True when the peak amplitude is below ``threshold`` (or the track is empty).
+
+        Reads the track in spans and stops at the first loud one: a long track costs little.
+        """
+        start = 0
+        while True:
+            chunk = self.span(start, start + SILENCE_SCAN_SAMPLES)
+            if chunk.size and not float(np.max(np.abs(chunk))) < threshold:
+                return False
+            if len(chunk) < SILENCE_SCAN_SAMPLES:
+                return True
+            start += SILENCE_SCAN_SAMPLES
 
 
 def waveform_to_examples(samples: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -113,11 +139,12 @@ def frame_examples(track: AudioTrack, frame_times: Sequence[float], rule: Rule =
 
 
 class FrameExamples:
-    """Lazy per-frame examples: holds the track's log-mel once, slices examples on indexing.
+    """Lazy per-frame examples: slices of the track's log-mel, computed block by block on demand.
 
     ``examples[i]`` is ``[2, 96, 64]``; a slice or index array gives ``[k, 2, 96, 64]``.
-    Use it instead of ``frame_examples`` for long videos: at 30 fps all examples at once take
-    about 30x the memory of the log-mel (10 min: 0.8 GiB against 29 MiB).
+    Creating one reads no audio (the ``"avsbench"`` rule needs the track's length); each access
+    computes only the log-mel blocks it touches (``STFT_CHUNK_FRAMES`` frames, about 10 s) and
+    keeps the last ``CACHED_BLOCKS``. The numbers are exactly those of the whole-track computation.
     """
 
     def __init__(self, track: AudioTrack, frame_times: Sequence[float], rule: Rule = "centred") -> None:
@@ -126,15 +153,14 @@ class FrameExamples:
         times = np.asarray(frame_times, dtype=np.float64).reshape(-1)
         if not np.all(np.isfinite(times)):
             raise AudioError("frame times must be finite numbers of seconds")
-        samples, rate = track.samples, track.sample_rate
         if rule == "centred":
             starts = _centred_starts(times)
             last = int(starts.max()) if starts.size else 0
             needed = (last + EXAMPLE_FRAMES - 1) * HOP_SAMPLES + WINDOW_SAMPLES
-            self._log_mel = _track_log_mel(samples, rate, CENTRED_PAD_SAMPLES, needed)
+            self._log_mel = LogMelBlocks(track, CENTRED_PAD_SAMPLES, needed)
         else:
-            self._log_mel = _track_log_mel(samples, rate, 0, EXAMPLE_SPAN_SAMPLES)
-            count = _whole_examples(self._log_mel.shape[1])
+            self._log_mel = LogMelBlocks(track, 0, EXAMPLE_SPAN_SAMPLES)
+            count = _whole_examples(self._log_mel.num_frames())
             starts = np.minimum(np.arange(times.size), count - 1) * EXAMPLE_FRAMES
         self._starts = starts
 
@@ -149,10 +175,10 @@ class FrameExamples:
     def __getitem__(self, key: int | slice | Sequence[int] | np.ndarray) -> np.ndarray:
         starts = self._starts[key]
         if np.ndim(starts) == 0:
-            return self._log_mel[:, starts : starts + EXAMPLE_FRAMES].copy()
+            return self._log_mel.frames(int(starts), int(starts) + EXAMPLE_FRAMES)
         out = np.empty((starts.size, CHANNELS, EXAMPLE_FRAMES, NUM_MEL_BINS), dtype=np.float32)
-        for row, start in enumerate(starts):  # contiguous slice copies beat a strided gather
-            out[row] = self._log_mel[:, start : start + EXAMPLE_FRAMES]
+        for row, start in enumerate(starts):
+            out[row] = self._log_mel.frames(int(start), int(start) + EXAMPLE_FRAMES)
         return out
 
 
@@ -167,6 +193,194 @@ def centred_spans(frame_times: Sequence[float]) -> np.ndarray:
     times = np.asarray(frame_times, dtype=np.float64).reshape(-1)
     start = (_centred_starts(times) * HOP_SAMPLES - CENTRED_PAD_SAMPLES) / SAMPLE_RATE
     return np.stack([start, start + EXAMPLE_SPAN_SAMPLES / SAMPLE_RATE], axis=1)
+
+
+class LogMelBlocks:
+    """The log-mel ``[2, frames, 64]`` of a padded track (as `_track_log_mel`), computed in blocks.
+
+    Block k holds frames ``[k * STFT_CHUNK_FRAMES, (k + 1) * STFT_CHUNK_FRAMES)``: the whole-track
+    `log_mel` runs its STFT in exactly these chunks, so a block is computed from the same 16 kHz
+    samples, in the same array shapes, and equals the whole-track numbers bit for bit. Those
+    samples are resampled from a span of the track with the resampler's full filter reach on both
+    sides (`_resample_span`). Thread-safe; the last `CACHED_BLOCKS` blocks are kept.
+    """
+
+    def __init__(self, track: AudioTrack, pad_start: int, min_length: int) -> None:
+        if int(track.sample_rate) <= 0:
+            raise AudioError(f"invalid audio sample rate {track.sample_rate}", "give a positive rate in Hz")
+        self.track, self.pad_start, self.min_length = track, int(pad_start), int(min_length)
+        self._blocks: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def num_frames(self) -> int:
+        """Frames of the whole padded track (needs the track's length)."""
+        length = max(self.pad_start + _resampled_length(self.track.num_samples, self.track.sample_rate),
+                      self.min_length)
+        return 1 + (length - WINDOW_SAMPLES) // HOP_SAMPLES if length >= WINDOW_SAMPLES else 0
+
+    def frames(self, start: int, stop: int) -> np.ndarray:
+        """Log-mel frames ``start:stop`` as float32 ``[2, stop - start, 64]``."""
+        size = STFT_CHUNK_FRAMES
+        parts = [self._block(k)[:, max(start - k * size, 0):stop - k * size]
+                 for k in range(start // size, (stop - 1) // size + 1)]
+        return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0].copy()
+
+    def _block(self, index: int) -> np.ndarray:
+        with self._lock:
+            block = self._blocks.get(index)
+            if block is None:
+                block = self._compute(index)
+                self._blocks[index] = block
+                while len(self._blocks) > CACHED_BLOCKS:
+                    self._blocks.popitem(last=False)
+            self._blocks.move_to_end(index)
+            return block
+
+    def _compute(self, index: int) -> np.ndarray:
+        first = index * STFT_CHUNK_FRAMES
+        start = first * HOP_SAMPLES  # padded samples [start, stop) hold the block's frames
+        stop = (first + STFT_CHUNK_FRAMES - 1) * HOP_SAMPLES + WINDOW_SAMPLES
+        lo, hi = max(start - self.pad_start, 0), max(stop - self.pad_start, 0)  # the 16 kHz samples inside
+        channels, length = _resample_span(self.track, lo, hi)
+        if length is not None:  # the track ends in this block: the padded length is known
+            stop = min(stop, max(self.pad_start + length, self.min_length))
+        per_channel = []
+        for resampled in channels:
+            padded = np.zeros(stop - start, dtype=np.float64)
+            offset = self.pad_start + lo - start
+            padded[offset:offset + resampled.size] = resampled
+            per_channel.append(log_mel(padded))
+        if len(per_channel) == 1:
+            per_channel *= CHANNELS
+        return np.stack(per_channel)
+
+
+class StreamedAudio(AudioTrack):
+    """An `AudioTrack` whose samples arrive from an iterator on a background thread (a file's decoder).
+
+    The thread reads `STREAM_AHEAD_SECONDS` beyond the furthest sample asked for, then waits: `span`
+    and `is_silent` wait only for the samples they read; `samples`, `num_samples` and `duration`
+    read to the end. An error raised by the iterator is raised again in every reader. Each chunk
+    becomes float32 exactly as `AudioTrack` converts it, and NaN or infinite samples are refused as
+    there (``name``, the file's, starts the message). When the track is garbage-collected, the
+    thread stops and closes the iterator.
+    """
+
+    def __init__(self, chunks: Iterator[np.ndarray], sample_rate: int, num_channels: int, name: str = "") -> None:
+        # not AudioTrack.__init__: the samples are not there yet
+        self.sample_rate, self._channels = int(sample_rate), int(num_channels)
+        self._stream = _ChunkStream(self.sample_rate, self._channels, name)
+        self._whole: np.ndarray | None = None
+        weakref.finalize(self, self._stream.stop)
+        threading.Thread(target=self._stream.receive, args=(chunks,), name="audio-decoder", daemon=True).start()
+
+    @property
+    def samples(self) -> np.ndarray:
+        """All samples (reads to the end of the stream)."""
+        if self._whole is None:
+            self._whole = self._stream.all()
+        return self._whole
+
+    @property
+    def num_channels(self) -> int:
+        return self._channels
+
+    def span(self, start: int, stop: int) -> np.ndarray:
+        return self._stream.span(start, stop)
+
+    def __reduce__(self) -> tuple:
+        """Pickled (and deep-copied) as a plain AudioTrack of all its samples."""
+        return AudioTrack, (self.samples, self.sample_rate)
+
+    def __repr__(self) -> str:
+        state = "decoded" if self._stream.done else "decoding"
+        return f"<StreamedAudio {self._channels} ch @ {self.sample_rate} Hz, {state}>"
+
+
+class _ChunkStream:
+    """The buffer between a StreamedAudio's reading thread and its readers."""
+
+    def __init__(self, sample_rate: int, channels: int, name: str) -> None:
+        self.sample_rate, self.channels, self.name = sample_rate, channels, name
+        self.blocks: list[np.ndarray] = []
+        self.ends: list[int] = []  # cumulative sample count after each block
+        self.wanted: int | None = 0  # the furthest sample asked for (None: all)
+        self.done = self.stopped = False
+        self.error: BaseException | None = None
+        self.changed = threading.Condition()
+
+    def receive(self, chunks: Iterator[np.ndarray]) -> None:
+        """The thread: convert and publish chunks, staying a bounded distance ahead of the readers."""
+        ahead = int(STREAM_AHEAD_SECONDS * self.sample_rate)
+        pending, count, received = [], 0, 0
+        try:
+            for chunk in chunks:
+                samples = _as_float_2d(chunk, np.float32)
+                _check_finite(samples, self.sample_rate, self.name, offset=received)
+                pending.append(samples)
+                count += len(samples)
+                received += len(samples)
+                if count >= STREAM_BLOCK_SAMPLES:
+                    self._publish(pending)
+                    pending, count = [], 0
+                    with self.changed:  # far enough ahead: wait until someone reads further
+                        self.changed.wait_for(lambda: self.stopped or self.wanted is None
+                                              or self.ends[-1] < self.wanted + ahead)
+                    if self.stopped:
+                        break
+            self._publish(pending)
+        except BaseException as error:  # surfaces in the reader
+            self.error = error
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        with self.changed:
+            self.done = True
+            self.changed.notify_all()
+
+    def _publish(self, pending: list[np.ndarray]) -> None:
+        if not pending:
+            return
+        block = np.concatenate(pending) if len(pending) > 1 else pending[0]
+        with self.changed:
+            self.blocks.append(block)
+            self.ends.append((self.ends[-1] if self.ends else 0) + len(block))
+            self.changed.notify_all()
+
+    def stop(self) -> None:
+        with self.changed:
+            self.stopped = True
+            self.changed.notify_all()
+
+    def _wait(self, stop: int | None) -> tuple[list[np.ndarray], list[int]]:
+        """Wait until samples up to `stop` (None: all) have arrived; the blocks so far."""
+        with self.changed:
+            if self.wanted is not None:
+                self.wanted = None if stop is None else max(self.wanted, stop)
+                self.changed.notify_all()
+            self.changed.wait_for(lambda: self.done or (stop is not None and bool(self.ends)
+                                                        and self.ends[-1] >= stop))
+            if self.error is not None:
+                raise self.error
+            return list(self.blocks), list(self.ends)
+
+    def all(self) -> np.ndarray:
+        blocks, _ = self._wait(None)
+        whole = np.concatenate(blocks) if blocks else np.zeros((0, self.channels), np.float32)
+        with self.changed:
+            self.blocks, self.ends = [whole], [len(whole)]
+        return whole
+
+    def span(self, start: int, stop: int) -> np.ndarray:
+        blocks, ends = self._wait(stop)
+        parts = []
+        for i in range(bisect.bisect_right(ends, start), min(bisect.bisect_left(ends, stop) + 1, len(blocks))):
+            begin = ends[i] - len(blocks[i])
+            parts.append(blocks[i][max(start - begin, 0):stop - begin])
+        if not parts:
+            return np.zeros((0, self.channels), np.float32)
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
 @functools.lru_cache(maxsize=1)
@@ -228,6 +442,63 @@ def _analysis_channels(samples: np.ndarray) -> list[Callable[[], np.ndarray]]:
     return [functools.partial(np.ascontiguousarray, samples[:, c], dtype=np.float64) for c in range(channels)]
 
 
+@functools.lru_cache(maxsize=8)
+def _resampler(sample_rate: int) -> tuple[np.ndarray, np.ndarray, int, float, float, int]:
+    """``resampy.resample``'s set-up for sample_rate -> 16 kHz.
+
+    Returns (filter, its differences, table precision, scale, input samples per output sample,
+    filter reach in input samples).
+    """
+    window, precision, _ = resampy.filters.get_filter(RESAMPLE_FILTER)
+    ratio = float(SAMPLE_RATE) / sample_rate
+    if ratio < 1:
+        window = ratio * window
+    scale = min(1.0, ratio)
+    reach = len(window) // int(scale * precision) + 2
+    return window, np.diff(window, append=window[-1]), precision, scale, 1.0 / ratio, reach
+
+
+def _resampled_length(samples: int, sample_rate: int) -> int:
+    """Length of a track of ``samples`` once resampled to 16 kHz (as resampy computes it)."""
+    if sample_rate == SAMPLE_RATE or samples == 0:
+        return samples
+    return int(samples * float(SAMPLE_RATE) / float(sample_rate))
+
+
+def _resample_span(track: AudioTrack, lo: int, hi: int) -> tuple[list[np.ndarray], int | None]:
+    """16 kHz samples ``lo:hi`` of the track's analysis channels, equal to `_resample` of the whole.
+
+    Output sample j is resampy's sum over the input around ``j * increment``; reading the input
+    ``reach`` samples beyond both ends of the span (or to the track's ends) gives every sum the same
+    terms in the same order, and the times, shifted by a whole number of samples, stay exact.
+    Returns the channels (cut where the resampled track ends) and the resampled track's length when
+    it ends before ``hi`` (else None).
+    """
+    rate = int(track.sample_rate)
+    if rate == SAMPLE_RATE:
+        samples = track.span(lo, hi)
+        length = track.num_samples if len(samples) < hi - lo else None
+        return [channel() for channel in _analysis_channels(samples)], length
+    window, delta, precision, scale, increment, reach = _resampler(rate)
+    first = max(int(lo * increment) - reach, 0)
+    last = int(max(hi - 1, lo) * increment) + reach + 2
+    samples = track.span(first, last)
+    length = None
+    if len(samples) < last - first:  # the track ends here: its length is known
+        length = _resampled_length(track.num_samples, rate)
+        if track.num_samples and length < 1:
+            raise AudioError(f"cannot resample {track.num_samples} samples at {rate} Hz: too short")
+        hi = max(min(hi, length), lo)
+    times = np.arange(lo, hi) * increment - first
+    out = []
+    for channel in _analysis_channels(samples):
+        resampled = np.zeros(hi - lo, dtype=np.float64)
+        if resampled.size:
+            resample_f_s(channel(), times, window, delta, precision, scale, resampled)
+        out.append(resampled)
+    return out, length
+
+
 def _resample(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
     """Resample a 1-D waveform to 16 kHz with resampy's default (kaiser_best) filter.
 
@@ -242,14 +513,18 @@ def _resample(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
         raise AudioError(f"cannot resample {waveform.size} samples at {sample_rate} Hz: {error}") from error
 
 
-def _check_finite(samples: np.ndarray, sample_rate: int) -> None:
-    """Raise AudioError naming how many samples are NaN/infinite and where the first one is."""
+def _check_finite(samples: np.ndarray, sample_rate: int, name: str = "", offset: int | None = None) -> None:
+    """Raise AudioError naming how many samples are NaN/infinite and where the first one is.
+
+    ``offset``: the samples are a streamed chunk starting at that sample (only the first is named).
+    """
     if np.isfinite(samples).all():
         return
     bad = ~np.isfinite(samples).all(axis=1)  # per sample instant, any channel
-    first = int(np.argmax(bad))
-    raise AudioError(f"the audio has {int(bad.sum())} samples that are NaN or infinite (the first at "
-                     f"{first / sample_rate:.2f} s), so it cannot guide segmentation",
+    first = int(np.argmax(bad)) + (offset or 0)
+    how_many = "samples" if offset is not None else f"{int(bad.sum())} samples"
+    raise AudioError(f"{name + ': ' if name else ''}the audio has {how_many} that are NaN or infinite (the first "
+                     f"at {first / sample_rate:.2f} s), so it cannot guide segmentation",
                      "repair or re-export the audio, or run without audio")
 
 

@@ -3,19 +3,24 @@
 An `Engine` holds a loaded AuralSAM2 (load it once, reuse it). `Engine.open_session(video)` gives a
 `SegmentationSession` over a lazy `VideoSource`: objects are prompted with clicks/boxes on any
 frame, or with audio alone, and propagated forward and/or backward. Frames are encoded (and fused
-with their audio) in windows of `window` frames; the memory/decoder step runs frame by frame on
-SAM2's own video-predictor machinery, so memory never holds more than a few windows of features.
+with their audio) in windows of `window` frames, decoded and preprocessed ahead on a background
+thread while propagating; the memory/decoder step runs frame by frame on SAM2's own
+video-predictor machinery, one batch for all objects whose memories line up, so memory never holds
+more than a few windows of features.
 """
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from .audio import FrameExamples
@@ -23,6 +28,7 @@ from .errors import AudioError, NoAudioError, PromptError
 from .model.auralsam2 import AuralSAM2
 from .model.aural_fuser import FuserOutput
 from .model.predictor import TEXTS_KEY, UNGUIDED_KEY, WINDOWS_KEY
+from .prefetch import Prefetcher
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -31,7 +37,14 @@ DEFAULT_WINDOW = 5
 #: non-conditioning outputs kept behind the tracked frame: SAM2 reads 6 memories and 15 pointers back
 KEEP_BEHIND = 16
 CACHED_WINDOWS = 2
+#: windows decoded and preprocessed ahead of the one being encoded, on a background thread
+PREFETCH_WINDOWS = 2
 DIRECTIONS = ("forward", "backward", "both")
+#: set to 1 to torch.compile the image encoder and fuser of every engine (napari, CVAT functions)
+COMPILE_ENV = "AURALSAM2_COMPILE"
+#: torch.compile options: inductor's default mode compiles in well under a minute (max-autotune takes many)
+COMPILE_OPTIONS: dict = {}
+_COMPILED: weakref.WeakSet = weakref.WeakSet()  # models whose encoder and fuser are compiled
 
 Masks = dict[int, np.ndarray]
 Progress = Callable[[int, int], None]
@@ -70,11 +83,27 @@ def preprocess_frame(frame: np.ndarray, image_size: int) -> torch.Tensor:
     return (tensor - mean) / std
 
 
+def preprocess_on_device(frames: torch.Tensor, image_size: int) -> torch.Tensor:
+    """uint8 [T, H, W, 3] -> ImageNet-normalised float [T, 3, S, S] on the frames' device (the CUDA path).
+
+    Resizes as PIL does in `preprocess_frame`: antialiased bicubic, width first, rounded to uint8
+    levels after each pass; the two agree to one grey level (over 99% of values equal).
+    """
+    images = frames.permute(0, 3, 1, 2).float()
+    for size in ((images.shape[-2], image_size), (image_size, image_size)):
+        images = F.interpolate(images, size=size, mode="bicubic", align_corners=False, antialias=True)
+        images = images.round_().clamp_(0, 255)
+    images = images / 255.0
+    mean = torch.tensor(IMAGENET_MEAN, device=frames.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=frames.device).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
 class Engine:
     """A loaded model on a device, shared by every session of a host."""
 
     def __init__(self, model: AuralSAM2, device: torch.device | str | None = None, window: int = DEFAULT_WINDOW,
-                 random_weights: bool = False) -> None:
+                 random_weights: bool = False, compile: bool | None = None) -> None:
         self.device = torch.device(device or model.device)
         self.model = model.to(self.device).eval()
         self.model.v_model.fill_hole_area = 0  # needs sam2's CUDA extension; stock default would warn
@@ -83,6 +112,24 @@ class Engine:
         self.model.v_model.add_all_frames_to_correct_as_cond = True
         self.window = window
         self.random_weights = random_weights
+        if compile if compile is not None else os.environ.get(COMPILE_ENV, "").lower() in ("1", "true", "yes", "on"):
+            self.compile()
+
+    @property
+    def compiled(self) -> bool:
+        return self.model in _COMPILED
+
+    def compile(self) -> None:
+        """torch.compile the image encoder and the AuralFuser (the batched per-window work), in place.
+
+        Compiling happens on the first window (and once more for a window of another length), so
+        that window takes longer; weights and state_dict keys are unchanged. Engines sharing the
+        model share the compiled modules.
+        """
+        if not self.compiled:
+            self.model.v_model.image_encoder.compile(**COMPILE_OPTIONS)
+            self.model.aural_fuser.compile(**COMPILE_OPTIONS)
+            _COMPILED.add(self.model)
 
     @property
     def image_size(self) -> int:
@@ -107,7 +154,11 @@ class Engine:
 
 
 class FrameWindows:
-    """Encoder + fuser outputs for aligned windows of frames, computed on demand, a few kept."""
+    """Encoder + fuser outputs for aligned windows of frames, computed on demand, a few kept.
+
+    While a session propagates (`stream`), the next windows' frames are decoded and preprocessed,
+    and their audio examples computed, on a background thread (`Prefetcher`).
+    """
 
     def __init__(self, engine: Engine, video, examples: FrameExamples | None) -> None:
         self.engine = engine
@@ -115,6 +166,31 @@ class FrameWindows:
         self.examples = examples
         self.num_frames = len(video)
         self.cache: OrderedDict[int, tuple] = OrderedDict()
+        self.loader: Prefetcher[int, tuple] = Prefetcher(self._load, ahead=PREFETCH_WINDOWS)
+
+    def stream(self, frames: Iterable[int]) -> None:
+        """Prepare the windows of these frames ahead, in this order, until `stop`.
+
+        On the CPU only when torch leaves a core free: otherwise the loader competes with torch's
+        threads (which spin-wait on each other) and costs more than it hides (docs/benchmarks.md).
+        """
+        if self.engine.device.type == "cuda" or torch.get_num_threads() < _usable_cores():
+            self.loader.plan(self.bounds(t)[0] for t in frames)
+
+    def stop(self) -> None:
+        """Stop preparing ahead (waits for the window being prepared)."""
+        self.loader.close()
+
+    def _load(self, start: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A window's frames (CPU: preprocessed; CUDA: uint8 in pinned memory) and audio examples."""
+        start, stop = self.bounds(start)
+        if self.engine.device.type == "cuda":
+            frames = torch.from_numpy(np.stack([self.video.frame(i) for i in range(start, stop)])).pin_memory()
+        else:
+            frames = torch.stack([preprocess_frame(self.video.frame(i), self.engine.image_size)
+                                  for i in range(start, stop)])
+        audio = None if self.examples is None else torch.from_numpy(self.examples[start:stop])
+        return frames, audio
 
     def bounds(self, frame_idx: int) -> tuple[int, int]:
         """[start, stop) of the window holding frame_idx; a lone last frame joins the previous window."""
@@ -132,12 +208,13 @@ class FrameWindows:
         if start in self.cache:
             self.cache.move_to_end(start)
             return self.cache[start]
-        size = self.engine.image_size
         device = self.engine.device
-        frames = torch.stack([preprocess_frame(self.video.frame(i), size) for i in range(start, stop)]).to(device)
-        audio = None
-        if self.examples is not None:
-            audio = torch.from_numpy(self.examples[start:stop]).to(device)
+        frames, audio = self.loader.get(start)
+        frames = frames.to(device, non_blocking=True)
+        if device.type == "cuda":
+            frames = preprocess_on_device(frames, self.engine.image_size)
+        if audio is not None:
+            audio = audio.to(device, non_blocking=True)
         with self.engine.computing():
             backbone, prompts = self.engine.model.encode_window(frames, audio)
         self.cache[start] = (start, frames, backbone, prompts)
@@ -167,6 +244,10 @@ class _LazyImages:
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return preprocess_frame(self.video.frame(i), self.image_size)
+
+
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _cancelled(cancel: Cancel) -> bool:
@@ -396,33 +477,41 @@ class SegmentationSession:
         done = 0
         with self.engine.computing():
             self.predictor.propagate_in_video_preflight(self.state)
-        for reverse, frames in passes:
-            for t in frames:
-                if _cancelled(cancel):
-                    return
-                with self.engine.computing():  # per frame: the caller may resume us from another thread
-                    masks = self._track_frame(t, reverse)
-                self._evict(t, reverse, start)
-                done += 1
-                if progress is not None:
-                    progress(done, total)
-                yield t, masks
+        windows = self.state[WINDOWS_KEY]
+        windows.stream(t for _, frames in passes for t in frames)
+        try:
+            for reverse, frames in passes:
+                for t in frames:
+                    if _cancelled(cancel):
+                        return
+                    with self.engine.computing():  # per frame: the caller may resume us from another thread
+                        masks = self._track_frame(t, reverse)
+                    self._evict(t, reverse, start)
+                    done += 1
+                    if progress is not None:
+                        progress(done, total)
+                    yield t, masks
+        finally:  # done, cancelled, failed or abandoned: stop reading ahead
+            windows.stop()
 
     def _track_frame(self, frame_idx: int, reverse: bool) -> Masks:
+        """One frame for every object; objects whose memories and fuser prompts line up run as one batch."""
         p, state = self.predictor, self.state
-        logits = []
-        for obj_idx in range(p._get_obj_num(state)):
+        count = p._get_obj_num(state)
+        logits: list[torch.Tensor | None] = [None] * count
+        batches: dict[tuple, list[int]] = {}
+        for obj_idx in range(count):
             outputs = state["output_dict_per_obj"][obj_idx]
             if frame_idx in outputs["cond_frame_outputs"]:
-                pred = outputs["cond_frame_outputs"][frame_idx]["pred_masks"].to(state["device"])
+                logits[obj_idx] = outputs["cond_frame_outputs"][frame_idx]["pred_masks"].to(state["device"])
             else:
-                out, pred = p._run_single_frame_inference(
-                    inference_state=state, output_dict=outputs, frame_idx=frame_idx, batch_size=1,
-                    is_init_cond_frame=False, point_inputs=None, mask_inputs=None, reverse=reverse,
-                    run_mem_encoder=True)
-                outputs["non_cond_frame_outputs"][frame_idx] = out
+                batches.setdefault(p.batch_key(state, obj_idx, frame_idx), []).append(obj_idx)
+        for obj_idxs in batches.values():
+            for obj_idx, (out, pred) in zip(obj_idxs, p.track_objects(state, obj_idxs, frame_idx, reverse)):
+                state["output_dict_per_obj"][obj_idx]["non_cond_frame_outputs"][frame_idx] = out
+                logits[obj_idx] = pred
+        for obj_idx in range(count):
             state["frames_tracked_per_obj"][obj_idx][frame_idx] = {"reverse": reverse}
-            logits.append(pred)
         _, video_res = p._get_orig_video_res_output(state, torch.cat(logits, dim=0))
         return self._masks(state["obj_ids"], video_res)
 
@@ -438,4 +527,5 @@ class SegmentationSession:
         self.state = None
 
 
-__all__ = ["Engine", "SegmentationSession", "Prompt", "FrameWindows", "preprocess_frame", "DEFAULT_WINDOW"]
+__all__ = ["Engine", "SegmentationSession", "Prompt", "FrameWindows", "preprocess_frame", "preprocess_on_device",
+           "DEFAULT_WINDOW"]

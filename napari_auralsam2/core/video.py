@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import abc
 import bisect
+import contextlib
 import threading
 import warnings
 from collections import OrderedDict
@@ -34,7 +35,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from .audio import AudioTrack
+from .audio import AudioTrack, StreamedAudio
 from .errors import AudioError, NoAudioError, VideoError
 from .orientation import Orientation, display_orientation, orient
 
@@ -348,12 +349,12 @@ def frames_from_array(array_like: object, fps: float, audio: str | Path | AudioT
 
 
 def load_audio(path: str | Path) -> AudioTrack:
-    """Decode the first audio stream of an audio or video file, keeping its channels and rate.
+    """Decode the whole first audio stream of an audio or video file, keeping its channels and rate.
 
     Sample 0 is the stream's first decoded sample (encoder priming removed by the decoder).
     """
     path = _existing_file(path, AudioError, "audio")
-    track = _decode_audio(path, origin=None)
+    track = _decode_audio(path, origin=None, streamed=False)
     if track is None:
         raise NoAudioError(f"{path.name} has no audio stream", "pass a file with sound (wav, flac, mp3, m4a, ogg, mp4)")
     return track
@@ -540,38 +541,67 @@ def _audio_loader(
     return default
 
 
-def _decode_audio(path: Path, origin: float | None) -> AudioTrack | None:
-    """First audio stream of ``path``; sample 0 is at ``origin`` seconds (None: first sample)."""
+def _decode_audio(path: Path, origin: float | None, streamed: bool = True) -> AudioTrack | None:
+    """First audio stream of ``path``; sample 0 is at ``origin`` seconds (None: first sample).
+
+    ``streamed``: decode the first frame here and the rest on a background thread (`StreamedAudio`),
+    so a long track can be read from its start at once; otherwise decode (and check) it all here.
+    """
     container = _open_container(path, AudioError)
+    if not container.streams.audio:
+        container.close()
+        return None
+    chunks = _audio_chunks(container, path, origin)
+    first = next(chunks, None)
+    if first is None:
+        return None
+    rate, samples = first
+    if streamed:
+        return StreamedAudio(_samples_of(samples, chunks), rate, samples.shape[1], path.name)
+    try:
+        return AudioTrack(np.concatenate(list(_samples_of(samples, chunks))), rate)
+    except AudioError as error:
+        raise AudioError(f"{path.name}: {error}") from None
+
+
+def _samples_of(first: np.ndarray, chunks: Iterator[tuple[int, np.ndarray]]) -> Iterator[np.ndarray]:
+    """``first``, then the samples of ``chunks``; closing this closes the decoder."""
+    with contextlib.closing(chunks):
+        yield first
+        for _, samples in chunks:
+            yield samples
+
+
+def _audio_chunks(container: av.container.InputContainer, path: Path,
+                  origin: float | None) -> Iterator[tuple[int, np.ndarray]]:
+    """(rate, samples) of each decoded frame, shifted so that sample 0 is at ``origin`` (see above).
+
+    Closes the container when done.
+    """
     with container:
-        if not container.streams.audio:
-            return None
         stream = container.streams.audio[0]
-        chunks, start, rate = [], None, None
+        rate = channels = None
+        skip = 0  # samples before ``origin`` still to drop
         try:
             for decoded in container.decode(stream):
+                samples = _frame_samples(decoded)
                 if rate is None:
-                    rate, start = decoded.sample_rate, decoded.time or 0.0
+                    rate, channels = decoded.sample_rate, samples.shape[1]
+                    shift = 0 if origin is None else round(((decoded.time or 0.0) - origin) * rate)
+                    if shift > 0:
+                        yield rate, np.zeros((shift, channels), np.float32)
+                    skip = max(0, -shift)
                 elif decoded.sample_rate != rate:
                     raise AudioError(f"the audio of {path.name} changes sample rate", "convert it to one rate first")
-                chunks.append(_frame_samples(decoded))
+                if samples.shape[1] != channels:
+                    raise AudioError(f"the audio of {path.name} changes channel count", "convert it to one layout first")
+                if skip:
+                    dropped = min(skip, len(samples))
+                    samples, skip = samples[dropped:], skip - dropped
+                yield rate, samples
         except av.FFmpegError as error:
             raise AudioError(f"decoding the audio of {path.name} failed: {error}",
                              "the file is truncated or corrupted; re-encode it") from error
-    if rate is None:
-        return None
-    if len({chunk.shape[1] for chunk in chunks}) > 1:
-        raise AudioError(f"the audio of {path.name} changes channel count", "convert it to one layout first")
-    try:
-        track = AudioTrack(np.concatenate(chunks), rate)
-    except AudioError as error:
-        raise AudioError(f"{path.name}: {error}") from None
-    shift = 0 if origin is None else round((start - origin) * rate)
-    if shift > 0:
-        track.samples = np.concatenate([np.zeros((shift, track.num_channels), np.float32), track.samples])
-    elif shift < 0:
-        track.samples = track.samples[-shift:]
-    return track
 
 
 def _frame_samples(decoded: av.AudioFrame) -> np.ndarray:

@@ -8,8 +8,9 @@ tokens, multimask output is always on, and the memory mask is binarised.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +68,7 @@ class AuralSAM2Predictor(SAM2VideoPredictor):
     """The `v_model` of AuralSAM2: stock SAM2 weights and API, audio prompts when given."""
 
     _frame_prompts: FuserOutput | None = None
+    _batch_owner: int | None = None  # while `track_objects` runs a batch: the id of its first object
 
     def _build_sam_heads(self) -> None:
         super()._build_sam_heads()
@@ -99,7 +101,8 @@ class AuralSAM2Predictor(SAM2VideoPredictor):
 
     def _run_single_frame_inference(self, inference_state, output_dict, frame_idx, *args, **kwargs):
         windows = inference_state.get(WINDOWS_KEY)
-        owner = _owner_id(inference_state, output_dict) if windows is not None else None
+        owner = None if windows is None else (
+            self._batch_owner if self._batch_owner is not None else _owner_id(inference_state, output_dict))
         guided = windows is not None and owner not in inference_state.get(UNGUIDED_KEY, ())
         prompts = windows.prompts(frame_idx) if guided else None
         if prompts is not None and not isinstance(prompts, FuserOutput):  # Ref-AVS: fused per object text
@@ -119,6 +122,53 @@ class AuralSAM2Predictor(SAM2VideoPredictor):
             # features come from windowed encoding; the stock code then expands them per object
             inference_state["cached_features"] = {frame_idx: windows.image_and_features(frame_idx)}
         return super()._get_image_feature(inference_state, frame_idx, batch_size)
+
+    def memory_reach(self) -> int:
+        """How many frames away from the tracked one the memory attention may read (memories, pointers)."""
+        return max(self.num_maskmem * self.memory_temporal_stride_for_eval, self.max_obj_ptrs_in_encoder)
+
+    def memory_layout(self, output_dict: dict, frame_idx: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Which outputs of an object the memory attention of `frame_idx` can read.
+
+        Objects with equal layouts attend to memories of the same frames in the same order, so
+        they can be tracked through `frame_idx` as one batch (`track_objects`).
+        """
+        reach = self.memory_reach()
+        near = (t for t in output_dict["non_cond_frame_outputs"] if 0 < abs(t - frame_idx) <= reach)
+        return tuple(sorted(output_dict["cond_frame_outputs"])), tuple(sorted(near))
+
+    def batch_key(self, inference_state: dict, obj_idx: int, frame_idx: int) -> tuple:
+        """Objects with equal keys can run through `frame_idx` as one batch: the same memory layout,
+        and the same prompts from the fuser (audio guidance on or off, the same text)."""
+        obj_id = inference_state["obj_idx_to_id"][obj_idx]
+        guided = obj_id not in inference_state.get(UNGUIDED_KEY, ())
+        text = inference_state.get(TEXTS_KEY, {}).get(obj_id)
+        return self.memory_layout(inference_state["output_dict_per_obj"][obj_idx], frame_idx), guided, text
+
+    def track_objects(self, inference_state: dict, obj_idxs: Sequence[int], frame_idx: int,
+                      reverse: bool) -> list[tuple[dict, torch.Tensor]]:
+        """Track objects of one `batch_key` through a non-conditioning frame, as one batch.
+
+        Memory attention, mask decoder and memory encoder run once for all of them; returns each
+        object's compact output and low-res logits, as `_run_single_frame_inference` gives for one.
+        """
+        per_object = [inference_state["output_dict_per_obj"][i] for i in obj_idxs]
+        if len(per_object) == 1:
+            output_dict = per_object[0]
+        else:
+            output_dict = {key: StackedOutputs([outputs[key] for outputs in per_object])
+                           for key in ("cond_frame_outputs", "non_cond_frame_outputs")}
+        self._batch_owner = inference_state["obj_idx_to_id"][obj_idxs[0]]  # the batch's prompts are its
+        try:
+            out, masks = self._run_single_frame_inference(
+                inference_state=inference_state, output_dict=output_dict, frame_idx=frame_idx,
+                batch_size=len(per_object), is_init_cond_frame=False, point_inputs=None, mask_inputs=None,
+                reverse=reverse, run_mem_encoder=True)
+        finally:
+            self._batch_owner = None
+        if len(per_object) == 1:
+            return [(out, masks)]
+        return [(_row(out, i), masks[i:i + 1]) for i in range(len(per_object))]
 
     def _sparse_dense_prompts(self, batch: int, point_inputs, mask_inputs):
         points = None
@@ -182,6 +232,42 @@ class AuralSAM2Predictor(SAM2VideoPredictor):
         if self.fixed_no_obj_ptr:
             obj_ptr = appearing * obj_ptr
         return obj_ptr + (1 - appearing) * self.no_obj_ptr
+
+
+class StackedOutputs(Mapping):
+    """Several objects' `{frame: output}` dicts read as one batch: an output is stacked when read.
+
+    Holds the frames all of them have; only what the memory attention reads is stacked.
+    """
+
+    def __init__(self, per_object: Sequence[dict]) -> None:
+        self._per_object = per_object
+        self._stacked: dict[int, dict] = {}
+
+    def __getitem__(self, frame: int) -> dict:
+        if frame not in self._stacked:
+            outs = [outputs[frame] for outputs in self._per_object]
+            self._stacked[frame] = {
+                "maskmem_features": torch.cat([out["maskmem_features"] for out in outs]),
+                "maskmem_pos_enc": [torch.cat(level) for level in zip(*(out["maskmem_pos_enc"] for out in outs))],
+                "obj_ptr": torch.cat([out["obj_ptr"] for out in outs]),
+            }
+        return self._stacked[frame]
+
+    def __contains__(self, frame: object) -> bool:
+        return all(frame in outputs for outputs in self._per_object)
+
+    def __iter__(self) -> Iterator[int]:
+        return (frame for frame in self._per_object[0] if frame in self)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def _row(out: dict, i: int) -> dict:
+    """Object i of a batched compact output."""
+    return {key: [x[i:i + 1] for x in value] if isinstance(value, list) else
+            None if value is None else value[i:i + 1] for key, value in out.items()}
 
 
 def _memory_dtype(features: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
