@@ -23,14 +23,15 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .cli_checks import UsageError, attach_negative_values, check_audio, check_prompts_fit, prepare_out
+from .cli_checks import (IMAGE_SIZE_MULTIPLE, UsageError, attach_negative_values, check_audio, check_device,
+                         check_prompts_fit, parse_image_size, prepare_out)
 from .cli_checks import one_line as _one_line
 from .core import load_engine, open_video
 from .core.errors import AuralSAM2Error, WeightsMissingError
 from .core.export import (FORMATS, MASKS_FOLDER, MAX_PNG_ID, TARGETS, MaskStore, write_contact_sheet, write_masks,
                           write_overlay)
 from .core.files import INTERRUPTED_SUFFIX, PARTIAL_PREFIX, check_outputs
-from .core.model.auralsam2 import IMAGE_SIZE_MULTIPLE, SAM2_CONFIGS
+from .core.model.auralsam2 import SAM2_CONFIGS
 from .core.sample import make_sample_clip
 from .core.session import Progress, Prompt
 from .core.video import WRITE_CODECS, truncation_note
@@ -43,8 +44,6 @@ EXIT_INTERRUPTED = 130
 DEBUG_FLAG = "--debug"
 DEFAULT_MODEL = "hiera_l"
 DEFAULT_IMAGE_SIZE = 1024
-MIN_IMAGE_SIZE = 64
-MAX_IMAGE_SIZE = 4096  # 16x SAM2's 1024 in pixels; larger needs more memory than any GPU has
 DEFAULT_OBJECT = 1
 MAX_OBJECTS = 256  # objects of one run (each is tracked separately)
 MAX_OBJECT_ID = 2**32 - 1  # what masks.npz's uint32 labels hold
@@ -221,31 +220,9 @@ def check_mask_sizes(masks: Sequence[tuple], video) -> None:
                              f"{video.width}x{video.height}: draw it on a frame of this video")
 
 
-def parse_image_size(text: str) -> int:
-    try:
-        size = int(text)
-    except ValueError:
-        size = 0
-    if not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE or size % IMAGE_SIZE_MULTIPLE:
-        raise argparse.ArgumentTypeError(f"image size must be a multiple of {IMAGE_SIZE_MULTIPLE} "
-                                         f"from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}, got {text!r}")
-    return size
-
-
 # -- shared steps -------------------------------------------------------------------------------
 def _say(message: str) -> None:
     print(f"{PROG}: {message}", file=sys.stderr, flush=True)
-
-
-def _check_device(device: str | None) -> None:
-    if device is None:
-        return
-    try:
-        kind = torch.device(device).type
-    except RuntimeError:
-        raise UsageError(f"unknown device {device!r}; use cpu or cuda") from None
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for, but no CUDA GPU is available here; use --device cpu")
 
 
 def check_overlay(overlay: str | None) -> Path | None:
@@ -363,7 +340,7 @@ def check_segment_args(args: argparse.Namespace) -> tuple[list[Prompt], Path, Pa
     top = max((p.object_id for p in prompts), default=DEFAULT_OBJECT)
     if args.format == "png" and top > MAX_PNG_ID:
         raise UsageError(f"object id {top} does not fit a 16-bit PNG; use --format npz or coco-rle")
-    _check_device(args.device)
+    check_device(args.device)
     overlay = check_overlay(args.overlay)
     out = Path(args.out or f"{Path(args.video).stem}_auralsam2").expanduser()
     check_outputs({"--overlay": overlay, "the masks": out / TARGETS[args.format], WARNING_FILE: out / WARNING_FILE},
@@ -457,7 +434,7 @@ def demo_folder(folder: str | Path) -> Path:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    _check_device(args.device)
+    check_device(args.device)
     out = demo_folder(args.out)
     engine = demo_engine(args.weights, args.device)
     banner = announce_weights(engine)

@@ -7,12 +7,19 @@ worker re-raised with its whole traceback, into the one line the user sees.
 """
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 from typing import Sequence
 
+import torch
+
 from .core.files import check_writable
+from .core.model.auralsam2 import IMAGE_SIZE_MULTIPLE
 from .core.session import Prompt
+
+MIN_IMAGE_SIZE = 64
+MAX_IMAGE_SIZE = 4096  # 16x SAM2's 1024 in pixels; larger needs more memory than any GPU has
 
 #: a value argparse would take for an option because it starts with '-': a negative number (list)
 NEGATIVE_VALUE = re.compile(r"^-(\d|\.\d)[\d.,:eE+-]*$")
@@ -38,6 +45,30 @@ def check_prompts_fit(prompts: Sequence[Prompt], video) -> None:
         for what, (x, y) in corners:
             if not (0 <= x <= video.width and 0 <= y <= video.height):
                 raise UsageError(f"{what} ({x:g}, {y:g}) is outside the {video.width}x{video.height} frame")
+
+
+def parse_image_size(text: str) -> int:
+    """argparse type of --image-size: a multiple of 32 within sane bounds."""
+    try:
+        size = int(text)
+    except ValueError:
+        size = 0
+    if not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE or size % IMAGE_SIZE_MULTIPLE:
+        raise argparse.ArgumentTypeError(f"image size must be a multiple of {IMAGE_SIZE_MULTIPLE} "
+                                         f"from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}, got {text!r}")
+    return size
+
+
+def check_device(device: str | None) -> None:
+    """The device exists here (cpu, cuda, cuda:N)."""
+    if device is None:
+        return
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise UsageError(f"unknown device {device!r}; use cpu or cuda") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for, but no CUDA GPU is available here; use --device cpu")
 
 
 def check_audio(video) -> None:

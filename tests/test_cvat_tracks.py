@@ -195,6 +195,43 @@ def test_bad_prompts_are_explained(engine, clip, monkeypatch, capsys, arguments,
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("arguments, message", [
+    (["--image-size", "100"], "image size must be a multiple of 32"),
+    (["--model", "hiera_x"], "invalid choice: 'hiera_x'"),
+    (["--release", "avs_v9"], "invalid choice: 'avs_v9'"),
+    (["--device", "tpu9"], "unknown device 'tpu9'"),
+    (["--weights", "auto", "--checkpoint", "/no/such/fuser.pth"], "checkpoint not found: /no/such/fuser.pth"),
+    (["--weights", "auto", "--model", "hiera_t"], "released AuralSAM2 weights exist for hiera_l only"),
+])
+def test_model_options_are_refused_before_the_server_is_reached(clip, monkeypatch, capsys, arguments, message):
+    """issue 14, first principle: a value that cannot work is refused before any heavy work (here: a
+    backup download from the server)."""
+    path, frames = clip
+    monkeypatch.setenv("CVAT_ACCESS_TOKEN", TOKEN)
+    tiny = dict(zip(TINY_ARGS[::2], TINY_ARGS[1::2]))
+    tiny.update(zip(arguments[::2], arguments[1::2]))
+    with Stub(video_task(frames)) as stub:
+        code = main(["cvat", "annotate", "--server-host", stub.url, "--task", "5",
+                     *[item for pair in tiny.items() for item in pair]])
+        assert code == 2 and stub.log == []
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--point", "1:9:5,5"], "prompt frame 9 of object 1 is not a frame of the task"),
+    (["--point", "1:0:500,5"], "object 1: (500, 5) is outside the task's 64x48 frames"),
+    (["--box", "2:1:1,2,30,49"], "object 2: (30, 49) is outside the task's 64x48 frames"),
+])
+def test_prompts_outside_the_task_are_refused_before_the_model_loads(clip, monkeypatch, capsys, arguments, message):
+    path, frames = clip
+    loads = []
+    monkeypatch.setattr("napari_auralsam2.cvat.streams.load_engine", lambda **kwargs: loads.append(kwargs))
+    with Stub(video_task(frames)) as stub:
+        assert run_cli(stub, "--task", "5", "--video", str(path), *arguments, monkeypatch=monkeypatch) == 2
+        assert stub.bodies == []
+    assert message in capsys.readouterr().err and not loads
+
+
 def test_malformed_prompt_flags_are_refused_by_the_parser():
     parser = argparse.ArgumentParser(prog="auralsam2")
     add_parser(parser.add_subparsers(dest="command"))

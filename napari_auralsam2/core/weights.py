@@ -229,6 +229,26 @@ def resolve_weights(model: str, checkpoint: str | Path | None, sam2_checkpoint: 
     return WeightPaths(found[0], existing_checkpoint(sam2_checkpoint) if sam2_checkpoint is not None else found[1])
 
 
+def check_weight_options(model: str, weights: str, checkpoint: str | Path | None = None,
+                         sam2_checkpoint: str | Path | None = None, release: str = DEFAULT_RELEASE) -> None:
+    """What can be checked of the model options without reading or downloading anything, so a host
+    can refuse them before heavy work (a CVAT backup download, decoding)."""
+    if model not in SAM2_CONFIGS:
+        raise AuralSAM2Error(f"unknown model {model!r}", f"choose one of {', '.join(SAM2_CONFIGS)}")
+    if weights not in ("auto", "random"):
+        raise AuralSAM2Error(f"unknown weights mode {weights!r}", "use 'auto' or 'random'")
+    if release not in AURALSAM2_WEIGHTS:
+        raise AuralSAM2Error(f"unknown release {release!r}", f"choose one of {', '.join(AURALSAM2_WEIGHTS)}")
+    if weights == "random":
+        return
+    for path in (checkpoint, sam2_checkpoint):
+        if path is not None:
+            existing_checkpoint(path)
+    if checkpoint is None and model != RELEASED_MODEL:
+        raise AuralSAM2Error(f"released AuralSAM2 weights exist for {RELEASED_MODEL} only",
+                             "pass --checkpoint for your own fine-tuned model, or --weights random")
+
+
 def load_engine(model: str = RELEASED_MODEL, image_size: int = 1024, weights: str = "auto",
                 checkpoint: str | Path | None = None, sam2_checkpoint: str | Path | None = None,
                 release: str = DEFAULT_RELEASE, device: str | None = None, window: int | None = None,
@@ -242,12 +262,7 @@ def load_engine(model: str = RELEASED_MODEL, image_size: int = 1024, weights: st
     Hugging Face folder of distilroberta-base), else from the cache (downloaded at a pinned revision).
     window: frames encoded and fused together (default: the variant's clip length).
     """
-    if model not in SAM2_CONFIGS:
-        raise AuralSAM2Error(f"unknown model {model!r}", f"choose one of {', '.join(SAM2_CONFIGS)}")
-    if weights not in ("auto", "random"):
-        raise AuralSAM2Error(f"unknown weights mode {weights!r}", "use 'auto' or 'random'")
-    if release not in AURALSAM2_WEIGHTS:
-        raise AuralSAM2Error(f"unknown release {release!r}", f"choose one of {', '.join(AURALSAM2_WEIGHTS)}")
+    check_weight_options(model, weights, checkpoint, sam2_checkpoint, release)
     files, state, variant = None, None, release_variant(release)
     if weights == "auto":
         files = resolve_weights(model, checkpoint, sam2_checkpoint, release, allow_download)

@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..cli_checks import check_device, parse_image_size
 from ..core.errors import AuralSAM2Error
+from ..core.model.auralsam2 import SAM2_CONFIGS
+from ..core.weights import AURALSAM2_WEIGHTS, check_weight_options
 
 PROMPT_HELP = "OBJ:FRAME:X,Y"
 BOX_HELP = "OBJ:FRAME:X0,Y0,X1,Y1"
@@ -91,12 +94,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                           help="DELETE all existing annotations of the task and write only these")
     annotate.add_argument("--no-audio", action="store_true", help="track without sound (stock SAM2)")
     engine = annotate.add_argument_group("model")
-    engine.add_argument("--model", default="hiera_l", help="hiera_t, hiera_s, hiera_b+ or hiera_l (default)")
-    engine.add_argument("--image-size", type=int, default=1024)
+    engine.add_argument("--model", choices=list(SAM2_CONFIGS), default="hiera_l",
+                        help="SAM2 size (released AuralSAM2 weights are hiera_l)")
+    engine.add_argument("--image-size", type=parse_image_size, default=1024, metavar="N",
+                        help="model input size, a multiple of 32 (default 1024)")
     engine.add_argument("--weights", choices=("auto", "random"), default="auto",
                         help="random: pipeline checks only (meaningless masks)")
     engine.add_argument("--checkpoint", help="AuralSAM2 checkpoint (default: the release's file from the cache)")
-    engine.add_argument("--release", default="avs_v2", help="avs_v2 (default), avs_v1s, avs_v1m or refavs (text)")
+    engine.add_argument("--release", choices=list(AURALSAM2_WEIGHTS), default="avs_v2",
+                        help="avs_v2 (default), avs_v1s, avs_v1m or refavs (text)")
     engine.add_argument("--text-model", help="folder of distilroberta-base for refavs (default: pinned Hub copy)")
     engine.add_argument("--sam2-checkpoint", help="SAM2 checkpoint (default: from the cache)")
     engine.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
@@ -164,11 +170,14 @@ def run_annotate(args: argparse.Namespace) -> int:
                              "drop --no-audio")
     if args.text and args.checkpoint is None and release_variant(args.release) != "refavs":
         raise AuralSAM2Error("--text needs the Ref-AVS weights", "add --release refavs")
+    check_device(args.device)  # the model options, before the server is reached
+    check_weight_options(args.model, args.weights, args.checkpoint, args.sam2_checkpoint, args.release)
     with server_errors(server_name(args)):
         client = make_client_from_cli(args)
     with client, server_errors(client.api_map.host), \
             open_task(client, args.task, video=args.video, audio=args.audio, log=log) as source:
         source.label_id(args.label)
+        source.frames.check(prompts)
         engine = shared_engine(model=args.model, image_size=args.image_size, weights=args.weights,
                                checkpoint=args.checkpoint, sam2_checkpoint=args.sam2_checkpoint, device=args.device,
                                release=args.release, text_model=args.text_model)

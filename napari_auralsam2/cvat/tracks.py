@@ -53,6 +53,19 @@ class FrameMap:
     source: dict[int, int]
     size: tuple[int, int]
 
+    def check(self, prompts: list[ObjectPrompt]) -> None:
+        """Every prompt on a frame of the task, its clicks and box inside the frame (before the model loads)."""
+        width, height = self.size
+        for prompt in prompts:
+            if prompt.frame is not None and prompt.frame not in self.source:
+                raise AuralSAM2Error(f"prompt frame {prompt.frame} of object {prompt.object_id} is not a frame of "
+                                     f"the task", f"use frames {min(self.source)}..{max(self.source)}")
+            box = [] if prompt.box is None else [prompt.box[:2], prompt.box[2:]]
+            for x, y in [*prompt.points, *box]:
+                if not (0 <= x <= width and 0 <= y <= height):
+                    raise AuralSAM2Error(f"object {prompt.object_id}: ({x:g}, {y:g}) is outside the task's "
+                                         f"{width}x{height} frames", "give task pixels")
+
 
 def frame_image(task, frame: int) -> Image.Image:
     """One task frame as CVAT stores it (original quality)."""
@@ -155,11 +168,10 @@ def run_masklets(engine: Engine, video: VideoSource, frames: FrameMap, prompts: 
     """{object id: {task frame: encoded shape points}} (largest polygon or CVAT RLE; empty -> absent)."""
     scale_x, scale_y = video.width / frames.size[0], video.height / frames.size[1]
     to_task = {source: k for k, source in frames.source.items()}
+    frames.check(prompts)
     session = engine.open_session(video, use_audio=use_audio)
     try:
         for prompt in prompts:
-            if prompt.frame not in frames.source:
-                raise AuralSAM2Error(f"prompt frame {prompt.frame} is not a frame of the task")
             points = [(x * scale_x, y * scale_y) for x, y in prompt.points]
             box = None if prompt.box is None else (prompt.box[0] * scale_x, prompt.box[1] * scale_y,
                                                   prompt.box[2] * scale_x, prompt.box[3] * scale_y)
