@@ -33,18 +33,8 @@ class UsageError(Exception):
 
 def check_prompts_fit(prompts: Sequence[Prompt], video) -> None:
     """The session's frame and pixel checks, made before the model loads (same messages)."""
-    last = len(video) - 1
     for prompt in prompts:
-        if prompt.frame > last:
-            raise UsageError(f"frame {prompt.frame} is outside the video (0..{last})")
-        corners = [("point", xy) for xy in prompt.points]
-        if prompt.box is not None:
-            corners += [("box corner", prompt.box[:2]), ("box corner", prompt.box[2:])]
-            if prompt.box[2] <= prompt.box[0] or prompt.box[3] <= prompt.box[1]:
-                raise UsageError(f"box {prompt.box} is empty: give x0 < x1 and y0 < y1")
-        for what, (x, y) in corners:
-            if not (0 <= x <= video.width and 0 <= y <= video.height):
-                raise UsageError(f"{what} ({x:g}, {y:g}) is outside the {video.width}x{video.height} frame")
+        prompt.check(len(video), video.width, video.height)
 
 
 def parse_image_size(text: str) -> int:

@@ -72,6 +72,31 @@ class Prompt:
     def audio_only(self) -> bool:
         return not self.points and self.box is None and self.mask is None
 
+    def check(self, num_frames: int, width: int, height: int) -> None:
+        """The frame and pixel checks a session makes, for a host to make before the model loads."""
+        check_frame(self.frame, num_frames)
+        check_geometry(self.points, self.box, width, height)
+
+
+def check_frame(frame_index: int, num_frames: int) -> int:
+    """``frame_index`` as an int; PromptError when it is not a frame of the video."""
+    if not 0 <= int(frame_index) < num_frames:
+        raise PromptError(f"frame {frame_index} is outside the video (0..{num_frames - 1})")
+    return int(frame_index)
+
+
+def check_geometry(points: Sequence[Sequence[float]], box: Sequence[float] | None, width: int, height: int) -> None:
+    """Clicks and box corners inside the ``width`` x ``height`` frame, the box not empty."""
+    corners = [("point", xy) for xy in points or ()]
+    if box is not None:
+        x0, y0, x1, y1 = map(float, box)
+        corners += [("box corner", (x0, y0)), ("box corner", (x1, y1))]
+    for what, (x, y) in corners:
+        if not (0 <= x <= width and 0 <= y <= height):
+            raise PromptError(f"{what} ({x:g}, {y:g}) is outside the {width}x{height} frame")
+    if box is not None and (x1 <= x0 or y1 <= y0):
+        raise PromptError(f"box {tuple(box)} is empty: give x0 < x1 and y0 < y1")
+
 
 def preprocess_frame(frame: np.ndarray, image_size: int) -> torch.Tensor:
     """uint8 [H, W, 3] -> ImageNet-normalised float [3, S, S] (square bicubic resize, as SAM2's loader)."""
@@ -311,13 +336,7 @@ class SegmentationSession:
 
     # -- prompts ---------------------------------------------------------------------------
     def _check_frame(self, frame_index: int) -> int:
-        if not 0 <= int(frame_index) < self.num_frames:
-            raise PromptError(f"frame {frame_index} is outside the video (0..{self.num_frames - 1})")
-        return int(frame_index)
-
-    def _check_xy(self, x: float, y: float, what: str) -> None:
-        if not (0 <= x <= self.width and 0 <= y <= self.height):
-            raise PromptError(f"{what} ({x:g}, {y:g}) is outside the {self.width}x{self.height} frame")
+        return check_frame(frame_index, self.num_frames)
 
     def _masks(self, obj_ids: Sequence[int], video_res_logits: torch.Tensor) -> Masks:
         binary = (video_res_logits > 0).squeeze(1).cpu().numpy()
@@ -342,14 +361,7 @@ class SegmentationSession:
             labels = [1] * len(points) if labels is None else list(labels)
             if len(labels) != len(points) or any(label not in (0, 1) for label in labels):
                 raise PromptError("give one label per point: 1 (positive) or 0 (negative)")
-            for x, y in points:
-                self._check_xy(x, y, "point")
-        if box is not None:
-            x0, y0, x1, y1 = map(float, box)
-            self._check_xy(x0, y0, "box corner")
-            self._check_xy(x1, y1, "box corner")
-            if x1 <= x0 or y1 <= y0:
-                raise PromptError(f"box {tuple(box)} is empty: give x0 < x1 and y0 < y1")
+        check_geometry(points, box, self.width, self.height)
         self._set_text(object_id, text)
         with self.engine.computing():
             _, obj_ids, logits = self.predictor.add_new_points_or_box(
