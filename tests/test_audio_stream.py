@@ -119,6 +119,16 @@ def test_a_stream_is_readable_before_it_ends_and_errors_reach_the_reader():
         broken.samples
 
 
+def test_non_finite_samples_stop_a_streamed_track_with_the_file_name():
+    """A video's own track streams: a chunk with NaN/inf is refused when it arrives (issue 14 case 2)."""
+    samples = np.full((44_100, 2), 0.1, np.float32)
+    samples[30_000] = np.inf
+    track = StreamedAudio(iter([samples[:22_050], samples[22_050:]]), 44_100, 2, "phone.mkv")
+    with pytest.raises(AudioError, match=r"^phone\.mkv: the audio has samples that are NaN or infinite "
+                                         r"\(the first at 0\.68 s\)"):
+        track.span(0, 40_000)
+
+
 def test_silence_is_still_found_in_a_long_track():
     quiet = np.zeros((44_100 * 30, 2), np.float32)
     assert streamed(quiet, 44_100, chunk=4096).is_silent()
