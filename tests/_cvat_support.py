@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from nuclio_sdk import Event
+from nuclio_sdk.test import Platform
 from nuclio_sdk.event import EventDeserializerKinds
 from PIL import Image
 
@@ -71,6 +73,18 @@ def load_main(kind: str):
         sys.path.remove(str(folder))
         sys.modules.pop("model_handler", None)
     return module
+
+
+def start_functions(env: dict[str, str]) -> tuple[Platform, dict]:
+    """The three nuclio functions started on `nuclio_sdk.test.Platform` with `env` set while they start."""
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        platform = Platform()
+        mains = {kind: load_main(kind) for kind in KINDS}
+        for main in mains.values():
+            platform.call_handler(main.handler, Event(body={}))
+    return platform, mains
 
 
 def video_manifest(path: Path) -> str:

@@ -20,6 +20,18 @@ from napari_auralsam2.core.audio import AudioTrack  # noqa: E402
 from napari_auralsam2.core.video import write_video  # noqa: E402
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tests: on shared cores more threads spin-wait on each other, and
+    a session reads ahead on the CPU only when torch leaves a core free."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @dataclass(frozen=True)
 class ClipSpec:
     """What the fixture clips contain: a brightness ramp with a moving white bar, two tones."""

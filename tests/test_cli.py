@@ -279,14 +279,17 @@ def test_no_command_prints_help(capsys):
     assert code == cli.EXIT_ERROR and "segment" in err and "demo" in err
 
 
+class InterruptAfterThree(cli.tqdm):
+    """The CLI's progress bar, pressing Ctrl-C once three frames are done."""
+
+    def update(self, n=1):
+        super().update(n)
+        if self.n >= 3:
+            raise KeyboardInterrupt
+
+
 def test_ctrl_c_keeps_the_frames_done(capsys, sample_mp4, tmp_path, monkeypatch):
     """Ctrl-C during propagation: exit 130, and the masks of the finished frames are written."""
-    class InterruptAfterThree(cli.tqdm):
-        def update(self, n=1):
-            super().update(n)
-            if self.n >= 3:
-                raise KeyboardInterrupt
-
     monkeypatch.setattr(cli, "tqdm", InterruptAfterThree)
     code, out, err = run(capsys, "segment", sample_mp4, *RANDOM, "--out", tmp_path, "--overlay", tmp_path / "o.mp4")
     assert code == cli.EXIT_INTERRUPTED and "auralsam2: interrupted" in err and "Traceback" not in err

@@ -19,7 +19,7 @@ from napari_auralsam2.core.video import open_video
 from napari_auralsam2.training.datasets import DataError
 
 from .test_audio import _float_wav, _tone
-from .test_cli import RANDOM, TINY, assert_one_line_error, run
+from .test_cli import RANDOM, TINY, InterruptAfterThree, assert_one_line_error, run
 from .test_files import read_only_dir  # noqa: F401 (a fixture)
 from .test_video import _rotated_clip
 
@@ -89,12 +89,6 @@ def test_ctrl_c_on_a_rerun_keeps_the_earlier_run(capsys, tmp_path, sample_mp4, c
     with open_video(sample_mp4) as video:
         masks = write_masks(earlier, out, "png", video)  # a complete earlier run
     before = _snapshot(masks)
-
-    class InterruptAfterThree(cli.tqdm):
-        def update(self, n=1):
-            super().update(n)
-            if self.n >= 3:
-                raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "tqdm", InterruptAfterThree)
     code, _, err = run(capsys, "segment", sample_mp4, *RANDOM, "--out", out)

@@ -13,9 +13,8 @@ import numpy as np
 import psutil
 import pytest
 from nuclio_sdk import Event
-from nuclio_sdk.test import Platform
 
-from ._cvat_support import KINDS, TEST_ENV, encode, load_main, tiny_engine
+from ._cvat_support import TEST_ENV, encode, start_functions, tiny_engine
 
 REQUESTS = 1000
 WARM_UP = 300  # fills the tracker's LRU and the allocators' steady state
@@ -33,14 +32,7 @@ def served(tmp_path_factory, sample_mp4):
     (volume / "source.mp4").write_bytes(sample_mp4.read_bytes())
     env = dict(TEST_ENV, AURALSAM2_VIDEOS=str(volume), AURALSAM2_INDEX_CACHE="",
                AURALSAM2_TRACKER_CAPACITY=str(CAPACITY))
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        platform = Platform()
-        mains = {kind: load_main(kind) for kind in KINDS}
-        for main in mains.values():
-            platform.call_handler(main.handler, Event(body={}))
-    return platform, mains
+    return start_functions(env)
 
 
 def requests() -> list[tuple[str, object, set[int]]]:

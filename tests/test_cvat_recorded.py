@@ -20,15 +20,13 @@ import numpy as np
 import pytest
 import yaml
 from cvat_sdk.masks import decode_mask
-from nuclio_sdk import Event
-from nuclio_sdk.test import Platform
 from PIL import Image
 
 from napari_auralsam2.core import masks as codec
 from napari_auralsam2.core.audio import AudioTrack
 from napari_auralsam2.core.video import write_video
 
-from ._cvat_support import FUNCTIONS, KINDS, TEST_ENV, cvat_upload, load_main, nuclio_event, tiny_engine
+from ._cvat_support import FUNCTIONS, TEST_ENV, cvat_upload, nuclio_event, start_functions, tiny_engine
 
 RECORDED = Path(__file__).parent / "data" / "cvat-2.73-requests"
 TESTSRC = "testsrc=size=320x240:rate=10"
@@ -66,13 +64,7 @@ def functions(tmp_path_factory):
     cvat_upload(data, 1, video)
     env = dict(TEST_ENV, AURALSAM2_CVAT_DATA=str(data), AURALSAM2_INDEX_CACHE="", AURALSAM2_INDEX_INTERVAL_S="3600",
                AURALSAM2_INDEX_WAIT_S="120")
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        platform = Platform()
-        mains = {kind: load_main(kind) for kind in KINDS}
-        for main in mains.values():
-            platform.call_handler(main.handler, Event(body={}))
+    platform, mains = start_functions(env)
     yield platform, mains
     for main in mains.values():
         platform._get_handler_context(main.handler).user_data.model.close()

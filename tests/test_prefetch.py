@@ -14,6 +14,7 @@ from napari_auralsam2.core import session as session_module
 from napari_auralsam2.core.session import PREFETCH_WINDOWS, Engine, preprocess_frame, preprocess_on_device
 
 WINDOW = 5
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
 FRAMES = 23
 
 
@@ -41,15 +42,6 @@ class RecordedFrames:
 
 def loader_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith(THREAD_NAME)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def spare_core():
-    """One torch thread: the CPU reads ahead only when torch leaves a core free."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ from napari_auralsam2.training.transforms import EvalTransform
 
 SIZE, FRAMES, LR = 64, 2, 1e-3
 TRAIN_SEEDS, VAL_SEEDS = range(4), (10, 11, 12)  # 3 validation clips: 2 processes get 2 each (one padded)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
 
 
 def _clip(seed: int, empty_frame: bool = False) -> ClipSample:
@@ -88,15 +89,6 @@ def _launch(function, *args) -> dict[int, object]:
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=2, run_id="auralsam2-test", rdzv_backend="c10d",
                           rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.2)
     return elastic_launch(config, function)(*args)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread per process: on shared cores, more threads spin-wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.distributed

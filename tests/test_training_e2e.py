@@ -56,15 +56,6 @@ def _clip(seed: int, swap_audio: bool = False) -> ClipSample:
                       examples)
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread: on shared cores, two threads spin-wait on each other (many times slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 def test_training_the_fuser_segments_the_sounding_object(tmp_path, one_thread):
     torch.manual_seed(0)

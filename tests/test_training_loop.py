@@ -23,6 +23,7 @@ from napari_auralsam2.training.train import (
 from napari_auralsam2.training.transforms import EvalTransform, TrainTransform
 
 SIZE = 64
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
 #: created for strict loading of the official checkpoints, never called in the forward
 UNUSED = ("attn.sr.", "attn.norm.", "mlp.dwconv.", ".g.", "align_channel_back.")
 
@@ -32,15 +33,6 @@ def _sample(seed: int, frames: int = 2) -> ClipSample:
     examples = FrameExamples(audio, np.arange(frames), rule="avsbench")[:]
     return ClipSample(f"clip{seed}", list(images), info.sounding_masks.astype(np.uint8), np.ones(frames, bool),
                       examples)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on shared cores, two threads spin-wait on each other (many times slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
