@@ -35,7 +35,8 @@ import av
 import numpy as np
 from PIL import Image
 
-from .audio import AudioTrack, StreamedAudio
+from .audio import AudioTrack
+from .audio_stream import StreamedAudio
 from .errors import AudioError, NoAudioError, VideoError
 from .orientation import Orientation, display_orientation, orient
 
