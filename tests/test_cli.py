@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from napari_auralsam2 import cli
+from napari_auralsam2 import cli, cli_prompts
 from napari_auralsam2.core import AudioTrack
 from napari_auralsam2.core.export import CONTACT_COLUMNS, THUMB_WIDTH, rle_decode
 from napari_auralsam2.core.model import build_auralsam2
@@ -314,8 +314,8 @@ def test_optional_commands_missing_part_or_extra(tmp_path, monkeypatch):
 
 
 def test_prompts_group_per_object_and_frame():
-    points = [cli.parse_point("1,2,0"), cli.parse_point("3,4,0,0"), cli.parse_point("5,6,2,1,3")]
-    prompts = cli.group_prompts(points, [cli.parse_box("0,0,9,9,0,3"), cli.parse_box("1,1,8,8,0")])
+    points = [cli_prompts.parse_point("1,2,0"), cli_prompts.parse_point("3,4,0,0"), cli_prompts.parse_point("5,6,2,1,3")]
+    prompts = cli_prompts.group_prompts(points, [cli_prompts.parse_box("0,0,9,9,0,3"), cli_prompts.parse_box("1,1,8,8,0")])
     assert [(p.frame, p.object_id, p.points, p.labels, p.box) for p in prompts] == [
         (0, 1, [(1.0, 2.0), (3.0, 4.0)], [1, 0], (1.0, 1.0, 8.0, 8.0)),
         (2, 3, [(5.0, 6.0)], [1], None),

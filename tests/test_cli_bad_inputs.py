@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from torch._utils import ExceptionWrapper
 
-from napari_auralsam2 import cli, console
+from napari_auralsam2 import cli, cli_prompts, console
 from napari_auralsam2.core.export import MaskStore, write_masks
 from napari_auralsam2.core.video import open_video
 from napari_auralsam2.training.datasets import DataError
@@ -135,10 +135,10 @@ def test_values_that_cannot_work_are_refused_while_parsing(capsys, argv, needle)
 
 
 def test_the_number_of_objects_is_bounded():
-    points = [(1.0, 2.0, 0, 1, obj) for obj in range(1, cli.MAX_OBJECTS + 2)]
-    with pytest.raises(cli.UsageError, match=f"{cli.MAX_OBJECTS + 1} objects in one run is more than"):
-        cli.group_prompts(points)
-    assert len(cli.group_prompts(points[:-1])) == cli.MAX_OBJECTS
+    points = [(1.0, 2.0, 0, 1, obj) for obj in range(1, cli_prompts.MAX_OBJECTS + 2)]
+    with pytest.raises(cli.UsageError, match=f"{cli_prompts.MAX_OBJECTS + 1} objects in one run is more than"):
+        cli_prompts.group_prompts(points)
+    assert len(cli_prompts.group_prompts(points[:-1])) == cli_prompts.MAX_OBJECTS
 
 
 def test_an_unexpected_error_is_one_line_too(capsys, sample_mp4, tmp_path, monkeypatch):

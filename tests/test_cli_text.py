@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from napari_auralsam2 import cli
+from napari_auralsam2 import cli, cli_prompts
 from napari_auralsam2.core.model import build_auralsam2
 from napari_auralsam2.core.session import Prompt
 from napari_auralsam2.core.video import write_video
@@ -63,15 +63,15 @@ def test_a_mask_prompt_with_a_text(capsys, short_mp4, clip_spec, text_dir, tmp_p
 
 
 def test_texts_attach_to_their_objects():
-    assert cli.parse_text("2:the dog") == (2, "the dog")
-    assert cli.parse_text("the time: five") == (1, "the time: five")  # no object id before the colon
-    clicked = cli.group_prompts(points=[(1.0, 2.0, 3, 1, 1)])
-    prompts = cli.add_texts(clicked, [(1, GUITAR), (4, "the dog")], audio_frame=2)
+    assert cli_prompts.parse_text("2:the dog") == (2, "the dog")
+    assert cli_prompts.parse_text("the time: five") == (1, "the time: five")  # no object id before the colon
+    clicked = cli_prompts.group_prompts(points=[(1.0, 2.0, 3, 1, 1)])
+    prompts = cli_prompts.add_texts(clicked, [(1, GUITAR), (4, "the dog")], audio_frame=2)
     assert prompts == [Prompt(3, 1, [(1.0, 2.0)], [1], text=GUITAR), Prompt(2, 4, text="the dog")]
     with pytest.raises(cli.UsageError, match="two texts"):
-        cli.add_texts([], [(1, "a"), (1, "b")])
+        cli_prompts.add_texts([], [(1, "a"), (1, "b")])
     with pytest.raises(argparse.ArgumentTypeError, match="empty"):
-        cli.parse_text("3:  ")
+        cli_prompts.parse_text("3:  ")
 
 
 @pytest.mark.parametrize("argv, needle", [

@@ -8,7 +8,7 @@ from PIL import Image
 from sam2 import sam2_video_predictor
 from sam2.build_sam import build_sam2_video_predictor
 
-from napari_auralsam2 import cli
+from napari_auralsam2 import cli_prompts
 from napari_auralsam2.core import AudioTrack, frames_from_array
 from napari_auralsam2.core.errors import PromptError
 from napari_auralsam2.core.model import build_auralsam2
@@ -158,7 +158,7 @@ def test_cli_mask_prompt(capsys, sample_mp4, clip_spec, tmp_path):
     with np.load(tmp_path / "out" / "masks.npz") as archive:
         assert np.flatnonzero(archive["segmented"]).tolist() == [last - 1, last]
         assert list(archive["object_ids"]) == [1]
-    assert cli.read_mask_png(png).sum() == 16 * 10
+    assert cli_prompts.read_mask_png(png).sum() == 16 * 10
 
 
 @pytest.mark.parametrize("make, argv_mask, needle", [

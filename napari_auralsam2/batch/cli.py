@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from ..cli import UsageError, _add_engine_options, _numbers, _whole, prepare_out
+from ..cli import UsageError, _add_engine_options, prepare_out
+from ..cli_prompts import whole_number
 from ..core.export import FORMATS
 from ..core.weights import RANDOM_WEIGHTS_BANNER, release_variant
 from .outputs import DONE, FAILED, SKIPPED, Result, Summary, earlier_result
@@ -36,11 +37,6 @@ video with its status. Run the same command again to resume: finished videos are
 """
 
 
-def _count(what: str, minimum: int):
-    """An argparse type: a whole number >= minimum (errors name the option)."""
-    return lambda text: _whole(_numbers(text, what, (1,))[0], what, minimum)
-
-
 def add_parser(subparsers) -> None:
     """Register `batch` on the `auralsam2` command's subparsers."""
     batch = subparsers.add_parser("batch", help="segment many videos on Ray (this machine or a cluster)",
@@ -50,18 +46,18 @@ def add_parser(subparsers) -> None:
                        help="video files, folders, quoted globs, or a manifest .csv")
     batch.add_argument("--out", required=True, metavar="DIR", help="output folder (one subfolder per video)")
     batch.add_argument("--no-audio", action="store_true", help="ignore audio: every video needs manifest prompts")
-    batch.add_argument("--audio-frame", type=_count("frame", 0), default=0, metavar="N",
+    batch.add_argument("--audio-frame", type=whole_number("frame", 0), default=0, metavar="N",
                        help="for videos without prompts: the frame the audio-only object starts on (0)")
     batch.add_argument("--direction", choices=("both", "forward", "backward"), default="both",
                        help="propagate from the first prompted frame (default both ways)")
     batch.add_argument("--format", choices=FORMATS, default="png", help="mask format, as segment's (png)")
     batch.add_argument("--overlay", action="store_true", help="also write <video name>/overlay.mp4 previews")
     ray_group = batch.add_argument_group("Ray")
-    ray_group.add_argument("--workers", type=_count("--workers", 1), default=1, metavar="N",
+    ray_group.add_argument("--workers", type=whole_number("--workers", 1), default=1, metavar="N",
                            help="workers, each loading the model once (1); with --device cuda, one GPU each")
     ray_group.add_argument("--address", metavar="ADDR",
                            help="an existing Ray cluster (default: $RAY_ADDRESS, else Ray starts here)")
-    ray_group.add_argument("--cpus-per-worker", type=_count("--cpus-per-worker", 1), metavar="N",
+    ray_group.add_argument("--cpus-per-worker", type=whole_number("--cpus-per-worker", 1), metavar="N",
                            help="CPU threads per worker (default: this machine's cores / workers; 1 on a cluster)")
     _add_engine_options(batch)
     batch.set_defaults(func=run)

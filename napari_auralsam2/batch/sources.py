@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from ..cli import UsageError, group_prompts, parse_box, parse_point
+from ..cli_checks import UsageError
+from ..cli_prompts import group_prompts, parse_box, parse_point
 from ..core.errors import AuralSAM2Error
 from ..core.session import Prompt
 
