@@ -11,7 +11,7 @@ import pytest
 from napari_auralsam2.core import audio
 from napari_auralsam2.core.audio import AudioTrack, FrameExamples, frame_examples, waveform_to_examples
 from napari_auralsam2.core.errors import AudioError
-from napari_auralsam2.core.video import load_audio
+from napari_auralsam2.core.audio_file import load_audio
 
 from ._seeded import seeded_waveform
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from napari_auralsam2.core import audio as audio_module
-from napari_auralsam2.core import audio_stream
+from napari_auralsam2.core import audio_file
 from napari_auralsam2.core import frames_from_array, open_video
 from napari_auralsam2.core.audio import (EXAMPLE_FRAMES, EXAMPLE_SPAN_SAMPLES, HOP_SAMPLES, WINDOW_SAMPLES, AudioTrack,
                                          FrameExamples, _track_log_mel, waveform_to_examples)
-from napari_auralsam2.core.audio_stream import StreamedAudio
+from napari_auralsam2.core.audio_file import StreamedAudio
 from napari_auralsam2.core.errors import AudioError
 
 from ._seeded import seeded_waveform
@@ -183,5 +183,5 @@ def test_a_stream_reads_a_bounded_distance_ahead_and_stops_when_dropped():
     del track
     gc.collect()
     assert closed.wait(timeout=120)  # the decoder thread stopped and closed its source
-    bound = audio_stream.STREAM_AHEAD_SECONDS * rate + 2 * audio_stream.STREAM_BLOCK_SAMPLES
+    bound = audio_file.STREAM_AHEAD_SECONDS * rate + 2 * audio_file.STREAM_BLOCK_SAMPLES
     assert sum(pulled) <= bound

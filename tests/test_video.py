@@ -13,7 +13,8 @@ from napari_auralsam2.core import video as video_mod
 from napari_auralsam2.core.audio import AudioTrack
 from napari_auralsam2.core.errors import AudioError, NoAudioError, VideoError
 from napari_auralsam2.core.sample import OBJECT_NAMES, OBJECT_TONES_HZ, make_sample_clip, render_sample_frames
-from napari_auralsam2.core.video import FileVideo, frames_from_array, load_audio, open_video, write_video
+from napari_auralsam2.core.audio_file import load_audio
+from napari_auralsam2.core.video import FileVideo, frames_from_array, open_video, write_video
 
 MAX_MEAN_ERROR = 6.0  # grey levels: h264 at crf 18 on flat frames
 

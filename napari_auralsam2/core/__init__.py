@@ -12,7 +12,7 @@ _EXPORTS = {
     "AuralSAM2Error": "errors",
     "AuralSAM2": "model", "build_auralsam2": "model", "load_checkpoint": "model",
     "Engine": "session", "Prompt": "session", "SegmentationSession": "session",
-    "VideoSource": "video", "frames_from_array": "video", "load_audio": "video", "open_video": "video",
+    "VideoSource": "video", "frames_from_array": "video", "load_audio": "audio_file", "open_video": "video",
     "RANDOM_WEIGHTS_BANNER": "weights", "load_engine": "weights",
 }
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import abc
 import bisect
-import contextlib
 import threading
 import warnings
 from collections import OrderedDict
@@ -36,7 +35,8 @@ import numpy as np
 from PIL import Image
 
 from .audio import AudioTrack
-from .audio_stream import StreamedAudio
+from .audio_file import audio_loader, decode_audio
+from .media import existing_file, open_container
 from .errors import AudioError, NoAudioError, VideoError
 from .orientation import Orientation, display_orientation, orient
 
@@ -179,9 +179,9 @@ class FileVideo(VideoSource):
         self, path: str | Path, audio: str | Path | AudioTrack | None = None,
         fps: float | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
-        path = _existing_file(path, VideoError, "video")
+        path = existing_file(path, VideoError, "video")
         self.path = path
-        self._container = _open_container(path, VideoError)
+        self._container = open_container(path, VideoError)
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._decoder: Iterator[av.VideoFrame] | None = None
         self._next = 0  # index the live decoder yields next
@@ -217,7 +217,7 @@ class FileVideo(VideoSource):
         times = (self._pts - self._pts[0]) * base if fps is None else np.arange(self._pts.size) / _positive_fps(fps)
         height, width = self._coded_size[::-1] if self._orientation[0] else self._coded_size
         super().__init__(times, fps or _stream_fps(self._stream, times), height, width,
-                         _audio_loader(audio, lambda: _decode_audio(path, origin)), path)
+                         audio_loader(audio, lambda: decode_audio(path, origin)), path)
 
     def _keep(self, count: int) -> None:
         """Index only the first ``count`` frames."""
@@ -327,7 +327,7 @@ class ArrayVideo(VideoSource):
         if shape[0] == 0:
             raise VideoError("the frame array is empty", "pass at least one frame")
         times = np.arange(shape[0]) / _positive_fps(fps)
-        super().__init__(times, fps, shape[1], shape[2], _audio_loader(audio, lambda: None), None)
+        super().__init__(times, fps, shape[1], shape[2], audio_loader(audio, lambda: None), None)
         self._data = data
 
     def _read(self, index: int) -> np.ndarray:
@@ -347,18 +347,6 @@ def open_video(
 def frames_from_array(array_like: object, fps: float, audio: str | Path | AudioTrack | None = None) -> VideoSource:
     """Wrap a ``(T, H, W, 3)`` (or grayscale ``(T, H, W)``) array-like as a lazy video."""
     return ArrayVideo(array_like, fps, audio)
-
-
-def load_audio(path: str | Path) -> AudioTrack:
-    """Decode the whole first audio stream of an audio or video file, keeping its channels and rate.
-
-    Sample 0 is the stream's first decoded sample (encoder priming removed by the decoder).
-    """
-    path = _existing_file(path, AudioError, "audio")
-    track = _decode_audio(path, origin=None, streamed=False)
-    if track is None:
-        raise NoAudioError(f"{path.name} has no audio stream", "pass a file with sound (wav, flac, mp3, m4a, ogg, mp4)")
-    return track
 
 
 def write_video(
@@ -450,23 +438,6 @@ def truncation_note(video: VideoSource) -> str | None:
             "frames can be decoded, so only those are used")
 
 
-def _existing_file(path: str | Path, error: type[VideoError] | type[AudioError], kind: str) -> Path:
-    path = Path(path).expanduser()
-    if path.is_dir():
-        raise error(f"{path} is a folder", f"give the {kind} file itself, not its folder")
-    if not path.is_file():
-        raise error(f"file not found: {path}", "check the path")
-    return path
-
-
-def _open_container(path: Path, error: type[VideoError] | type[AudioError]) -> av.container.InputContainer:
-    try:
-        return av.open(str(path))
-    except (av.FFmpegError, UnicodeDecodeError) as exc:
-        raise error(f"cannot read {path.name} as a media file ({exc.__class__.__name__})",
-                    "the file is not a video/audio file or is truncated/corrupted") from exc
-
-
 def _index_packets(
     container: av.container.InputContainer, stream: av.VideoStream, path: Path,
 ) -> tuple[np.ndarray, list[int], bool]:
@@ -527,92 +498,6 @@ def _positive_fps(fps: float) -> float:
     if not fps or float(fps) <= 0 or not np.isfinite(float(fps)):
         raise VideoError(f"invalid frame rate {fps!r}", "give a positive fps")
     return float(fps)
-
-
-def _audio_loader(
-    audio: str | Path | AudioTrack | None, default: Callable[[], AudioTrack | None],
-) -> Callable[[], AudioTrack | None]:
-    """A lazy loader for the ``audio`` argument of open_video/frames_from_array."""
-    if isinstance(audio, AudioTrack):
-        return lambda: audio
-    if isinstance(audio, (str, Path)):
-        return lambda: load_audio(audio)
-    if audio is not None:
-        raise AudioError(f"audio must be a file path or an AudioTrack, got {type(audio).__name__}")
-    return default
-
-
-def _decode_audio(path: Path, origin: float | None, streamed: bool = True) -> AudioTrack | None:
-    """First audio stream of ``path``; sample 0 is at ``origin`` seconds (None: first sample).
-
-    ``streamed``: decode the first frame here and the rest on a background thread (`StreamedAudio`),
-    so a long track can be read from its start at once; otherwise decode (and check) it all here.
-    """
-    container = _open_container(path, AudioError)
-    if not container.streams.audio:
-        container.close()
-        return None
-    chunks = _audio_chunks(container, path, origin)
-    first = next(chunks, None)
-    if first is None:
-        return None
-    rate, samples = first
-    if streamed:
-        return StreamedAudio(_samples_of(samples, chunks), rate, samples.shape[1], path.name)
-    try:
-        return AudioTrack(np.concatenate(list(_samples_of(samples, chunks))), rate)
-    except AudioError as error:
-        raise AudioError(f"{path.name}: {error}") from None
-
-
-def _samples_of(first: np.ndarray, chunks: Iterator[tuple[int, np.ndarray]]) -> Iterator[np.ndarray]:
-    """``first``, then the samples of ``chunks``; closing this closes the decoder."""
-    with contextlib.closing(chunks):
-        yield first
-        for _, samples in chunks:
-            yield samples
-
-
-def _audio_chunks(container: av.container.InputContainer, path: Path,
-                  origin: float | None) -> Iterator[tuple[int, np.ndarray]]:
-    """(rate, samples) of each decoded frame, shifted so that sample 0 is at ``origin`` (see above).
-
-    Closes the container when done.
-    """
-    with container:
-        stream = container.streams.audio[0]
-        rate = channels = None
-        skip = 0  # samples before ``origin`` still to drop
-        try:
-            for decoded in container.decode(stream):
-                samples = _frame_samples(decoded)
-                if rate is None:
-                    rate, channels = decoded.sample_rate, samples.shape[1]
-                    shift = 0 if origin is None else round(((decoded.time or 0.0) - origin) * rate)
-                    if shift > 0:
-                        yield rate, np.zeros((shift, channels), np.float32)
-                    skip = max(0, -shift)
-                elif decoded.sample_rate != rate:
-                    raise AudioError(f"the audio of {path.name} changes sample rate", "convert it to one rate first")
-                if samples.shape[1] != channels:
-                    raise AudioError(f"the audio of {path.name} changes channel count", "convert it to one layout first")
-                if skip:
-                    dropped = min(skip, len(samples))
-                    samples, skip = samples[dropped:], skip - dropped
-                yield rate, samples
-        except av.FFmpegError as error:
-            raise AudioError(f"decoding the audio of {path.name} failed: {error}",
-                             "the file is truncated or corrupted; re-encode it") from error
-
-
-def _frame_samples(decoded: av.AudioFrame) -> np.ndarray:
-    """Samples of one audio frame as ``(n, channels)`` in the frame's own dtype (u8 centred)."""
-    array = decoded.to_ndarray()
-    channels = decoded.layout.nb_channels
-    array = array.T if decoded.format.is_planar else array.reshape(-1, channels)
-    if array.dtype == np.uint8:
-        return (array.astype(np.float32) - 128.0) / 128.0
-    return array
 
 
 def _encode_audio(container: av.container.OutputContainer, stream: av.AudioStream,

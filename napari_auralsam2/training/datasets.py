@@ -27,7 +27,7 @@ from PIL import Image
 
 from ..core.audio import FrameExamples
 from ..core.errors import AuralSAM2Error
-from ..core.video import load_audio
+from ..core.audio_file import load_audio
 
 METADATA_PATHS = ("avss_index/metadata.csv", "metadata.csv")
 SUBSETS = ("v1s", "v1m", "v2")

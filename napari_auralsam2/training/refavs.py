@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from ..core.audio import waveform_to_examples
 from ..core.model.auralsam2 import AuralSAM2
-from ..core.video import load_audio
+from ..core.audio_file import load_audio
 from .datasets import ClipDataset, ClipSample, DataError
 from .evaluate import autocast_for, decode_logits
 from .metrics import avs_clip_fscore, avs_frame_ious

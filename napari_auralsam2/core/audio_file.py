@@ -1,18 +1,24 @@
-"""A file's audio as it is decoded: `StreamedAudio`, an `AudioTrack` filled from a background thread.
+"""A file's audio: decoded whole (`load_audio`) or as it is needed (`StreamedAudio`).
 
-A long track's start can be read (and its first log-mel block computed) while the rest is still
-being decoded; readers wait only for the samples they need.
+A `StreamedAudio` is an `AudioTrack` filled from a background thread: a long track's start can be
+read (and its first log-mel block computed) while the rest is still being decoded; readers wait only
+for the samples they need.
 """
 from __future__ import annotations
 
 import bisect
+import contextlib
 import threading
 import weakref
-from typing import Iterator
+from pathlib import Path
+from typing import Callable, Iterator
 
+import av
 import numpy as np
 
 from .audio import AudioTrack, _as_float_2d, _check_finite
+from .errors import AudioError, NoAudioError
+from .media import existing_file, open_container
 
 STREAM_BLOCK_SAMPLES = 1 << 16  # a StreamedAudio publishes its decoded samples in blocks of about this size
 STREAM_AHEAD_SECONDS = 30.0  # a StreamedAudio decodes this far beyond what has been asked for, then waits
@@ -146,4 +152,103 @@ class _ChunkStream:
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
-__all__ = ["StreamedAudio", "STREAM_AHEAD_SECONDS", "STREAM_BLOCK_SAMPLES"]
+def load_audio(path: str | Path) -> AudioTrack:
+    """Decode the whole first audio stream of an audio or video file, keeping its channels and rate.
+
+    Sample 0 is the stream's first decoded sample (encoder priming removed by the decoder).
+    """
+    path = existing_file(path, AudioError, "audio")
+    track = decode_audio(path, origin=None, streamed=False)
+    if track is None:
+        raise NoAudioError(f"{path.name} has no audio stream", "pass a file with sound (wav, flac, mp3, m4a, ogg, mp4)")
+    return track
+
+
+def audio_loader(
+    audio: str | Path | AudioTrack | None, default: Callable[[], AudioTrack | None],
+) -> Callable[[], AudioTrack | None]:
+    """A lazy loader for the ``audio`` argument of open_video/frames_from_array."""
+    if isinstance(audio, AudioTrack):
+        return lambda: audio
+    if isinstance(audio, (str, Path)):
+        return lambda: load_audio(audio)
+    if audio is not None:
+        raise AudioError(f"audio must be a file path or an AudioTrack, got {type(audio).__name__}")
+    return default
+
+
+def decode_audio(path: Path, origin: float | None, streamed: bool = True) -> AudioTrack | None:
+    """First audio stream of ``path``; sample 0 is at ``origin`` seconds (None: first sample).
+
+    ``streamed``: decode the first frame here and the rest on a background thread (`StreamedAudio`),
+    so a long track can be read from its start at once; otherwise decode (and check) it all here.
+    """
+    container = open_container(path, AudioError)
+    if not container.streams.audio:
+        container.close()
+        return None
+    chunks = _audio_chunks(container, path, origin)
+    first = next(chunks, None)
+    if first is None:
+        return None
+    rate, samples = first
+    if streamed:
+        return StreamedAudio(_samples_of(samples, chunks), rate, samples.shape[1], path.name)
+    try:
+        return AudioTrack(np.concatenate(list(_samples_of(samples, chunks))), rate)
+    except AudioError as error:
+        raise AudioError(f"{path.name}: {error}") from None
+
+
+def _samples_of(first: np.ndarray, chunks: Iterator[tuple[int, np.ndarray]]) -> Iterator[np.ndarray]:
+    """``first``, then the samples of ``chunks``; closing this closes the decoder."""
+    with contextlib.closing(chunks):
+        yield first
+        for _, samples in chunks:
+            yield samples
+
+
+def _audio_chunks(container: av.container.InputContainer, path: Path,
+                  origin: float | None) -> Iterator[tuple[int, np.ndarray]]:
+    """(rate, samples) of each decoded frame, shifted so that sample 0 is at ``origin`` (see above).
+
+    Closes the container when done.
+    """
+    with container:
+        stream = container.streams.audio[0]
+        rate = channels = None
+        skip = 0  # samples before ``origin`` still to drop
+        try:
+            for decoded in container.decode(stream):
+                samples = _frame_samples(decoded)
+                if rate is None:
+                    rate, channels = decoded.sample_rate, samples.shape[1]
+                    shift = 0 if origin is None else round(((decoded.time or 0.0) - origin) * rate)
+                    if shift > 0:
+                        yield rate, np.zeros((shift, channels), np.float32)
+                    skip = max(0, -shift)
+                elif decoded.sample_rate != rate:
+                    raise AudioError(f"the audio of {path.name} changes sample rate", "convert it to one rate first")
+                if samples.shape[1] != channels:
+                    raise AudioError(f"the audio of {path.name} changes channel count", "convert it to one layout first")
+                if skip:
+                    dropped = min(skip, len(samples))
+                    samples, skip = samples[dropped:], skip - dropped
+                yield rate, samples
+        except av.FFmpegError as error:
+            raise AudioError(f"decoding the audio of {path.name} failed: {error}",
+                             "the file is truncated or corrupted; re-encode it") from error
+
+
+def _frame_samples(decoded: av.AudioFrame) -> np.ndarray:
+    """Samples of one audio frame as ``(n, channels)`` in the frame's own dtype (u8 centred)."""
+    array = decoded.to_ndarray()
+    channels = decoded.layout.nb_channels
+    array = array.T if decoded.format.is_planar else array.reshape(-1, channels)
+    if array.dtype == np.uint8:
+        return (array.astype(np.float32) - 128.0) / 128.0
+    return array
+
+
+__all__ = ["StreamedAudio", "load_audio", "audio_loader", "decode_audio", "STREAM_AHEAD_SECONDS",
+           "STREAM_BLOCK_SAMPLES"]
