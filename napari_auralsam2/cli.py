@@ -320,7 +320,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # -- parser -------------------------------------------------------------------------------------
-def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """The model and weights options every command that loads a model takes (segment, batch, cvat annotate)."""
     group = parser.add_argument_group("model and weights")
     group.add_argument("--model", choices=list(SAM2_CONFIGS), default=DEFAULT_MODEL,
                        help="SAM2 size (released AuralSAM2 weights are hiera_l)")
@@ -371,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="png: masks/NNNNNN.png object-id images; npz: masks.npz; coco-rle: masks.json; "
                           "cvat-video: annotations_cvat_video.zip (CVAT for video 1.1, polygon tracks)")
     seg.add_argument("--overlay", metavar="OUT.mp4", help="also write a preview video with the audio")
-    _add_engine_options(seg)
+    add_engine_options(seg)
     seg.set_defaults(func=cmd_segment)
 
     demo = subparsers.add_parser("demo", help="run on the bundled sample clip (the README's main job)")

@@ -233,3 +233,18 @@ def test_without_ray_the_command_says_how_to_install_it(collection, tmp_path, ca
     err = capsys.readouterr().err
     assert code == cli.EXIT_ERROR
     assert "pip install 'napari-auralsam2[batch]'" in err and "Traceback" not in err
+
+
+def test_compile_reaches_every_worker_engine(tmp_path, monkeypatch):
+    """--compile is one of the engine options batch shares with segment: each worker compiles its engine."""
+    from napari_auralsam2.batch.worker import VideoWorker
+    from napari_auralsam2.core.session import Engine
+
+    compiled = []
+    monkeypatch.setattr(Engine, "compile", lambda engine: compiled.append(engine))
+    args = cli.build_parser().parse_args(["batch", str(tmp_path), "--out", str(tmp_path / "out"), "--compile",
+                                          "--model", "hiera_t", "--image-size", "64", "--weights", "random",
+                                          "--device", "cpu"])
+    settings = batch_cli._settings(args, tmp_path / "out", local=True)
+    worker = VideoWorker(settings)
+    assert settings.compile and worker.ready() is None and compiled == [worker.engine]

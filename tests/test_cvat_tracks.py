@@ -23,6 +23,7 @@ from PIL import Image
 from napari_auralsam2.cli import main
 from napari_auralsam2.core import masks as codec
 from napari_auralsam2.core.sample import make_sample_clip
+from napari_auralsam2.core.session import Engine
 from napari_auralsam2.core.video import open_video
 from napari_auralsam2.cvat.cli import add_parser
 from napari_auralsam2.cvat.fingerprint import FrameIndex
@@ -95,6 +96,17 @@ def test_polygon_tracks_are_appended(engine, clip, monkeypatch, tmp_path):
         assert all(0 <= x <= 64 for s in keyframes for x in s["points"][0::2])
     assert patches[0]["tracks"][0]["frame"] == 0  # object 1 is visible where it was boxed
     assert task.annotations["shapes"][0]["points"] == MANUAL["points"]  # the user's rectangle survives
+
+
+def test_compile_is_an_engine_option_here_too(engine, clip, monkeypatch):
+    """--compile, shared with segment and batch, compiles the engine the writer uses."""
+    path, frames = clip
+    compiled = []
+    monkeypatch.setattr(Engine, "compile", lambda used: compiled.append(used))
+    with Stub(video_task(frames)) as stub:
+        assert run_cli(stub, "--task", "5", "--video", str(path), "--box", "1:0:10,12,40,40", "--no-audio",
+                       "--compile", monkeypatch=monkeypatch) == 0
+    assert compiled == [engine]
 
 
 def test_mask_shapes_grouped_by_object(engine, clip, monkeypatch):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..cli import UsageError, _add_engine_options, prepare_out
+from ..cli import UsageError, add_engine_options, prepare_out
 from ..cli_prompts import whole_number
 from ..core.export import FORMATS
 from ..core.weights import RANDOM_WEIGHTS_BANNER, release_variant
@@ -59,7 +59,7 @@ def add_parser(subparsers) -> None:
                            help="an existing Ray cluster (default: $RAY_ADDRESS, else Ray starts here)")
     ray_group.add_argument("--cpus-per-worker", type=whole_number("--cpus-per-worker", 1), metavar="N",
                            help="CPU threads per worker (default: this machine's cores / workers; 1 on a cluster)")
-    _add_engine_options(batch)
+    add_engine_options(batch)
     batch.set_defaults(func=run)
 
 
@@ -77,7 +77,8 @@ def _settings(args: argparse.Namespace, out: Path, local: bool) -> Settings:
     return Settings(out=out, fmt=args.format, overlay=args.overlay, use_audio=not args.no_audio,
                     audio_frame=args.audio_frame, direction=args.direction, model=args.model,
                     image_size=args.image_size, weights=args.weights, checkpoint=args.checkpoint,
-                    sam2_checkpoint=args.sam2_checkpoint, release=args.release, device=device)
+                    sam2_checkpoint=args.sam2_checkpoint, release=args.release, device=device,
+                    compile=args.compile)
 
 
 def table(results: list[Result], seconds: float) -> str:

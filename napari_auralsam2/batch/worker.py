@@ -44,6 +44,7 @@ class Settings:
     sam2_checkpoint: str | None = None
     release: str = DEFAULT_RELEASE
     device: str | None = None
+    compile: bool = False
     threads: int | None = None
 
     @property
@@ -72,6 +73,8 @@ class VideoWorker:
             self.engine = load_engine(model=settings.model, image_size=settings.image_size, weights=settings.weights,
                                       checkpoint=settings.checkpoint, sam2_checkpoint=settings.sam2_checkpoint,
                                       release=settings.release, device=settings.device)
+            if settings.compile:
+                self.engine.compile()
         except (AuralSAM2Error, OSError, RuntimeError) as err:
             self.error = describe(err)
 

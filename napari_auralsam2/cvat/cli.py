@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..cli_checks import check_device, parse_image_size
+from ..cli import add_engine_options
+from ..cli_checks import check_device
 from ..core.errors import AuralSAM2Error
-from ..core.model.auralsam2 import SAM2_CONFIGS
-from ..core.weights import AURALSAM2_WEIGHTS, check_weight_options
+from ..core.weights import check_weight_options
 
 PROMPT_HELP = "OBJ:FRAME:X,Y"
 BOX_HELP = "OBJ:FRAME:X0,Y0,X1,Y1"
@@ -93,19 +93,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     annotate.add_argument("--replace", action="store_true",
                           help="DELETE all existing annotations of the task and write only these")
     annotate.add_argument("--no-audio", action="store_true", help="track without sound (stock SAM2)")
-    engine = annotate.add_argument_group("model")
-    engine.add_argument("--model", choices=list(SAM2_CONFIGS), default="hiera_l",
-                        help="SAM2 size (released AuralSAM2 weights are hiera_l)")
-    engine.add_argument("--image-size", type=parse_image_size, default=1024, metavar="N",
-                        help="model input size, a multiple of 32 (default 1024)")
-    engine.add_argument("--weights", choices=("auto", "random"), default="auto",
-                        help="random: pipeline checks only (meaningless masks)")
-    engine.add_argument("--checkpoint", help="AuralSAM2 checkpoint (default: the release's file from the cache)")
-    engine.add_argument("--release", choices=list(AURALSAM2_WEIGHTS), default="avs_v2",
-                        help="avs_v2 (default), avs_v1s, avs_v1m or refavs (text)")
-    engine.add_argument("--text-model", help="folder of distilroberta-base for refavs (default: pinned Hub copy)")
-    engine.add_argument("--sam2-checkpoint", help="SAM2 checkpoint (default: from the cache)")
-    engine.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    add_engine_options(annotate)
     annotate.set_defaults(func=run_annotate)
     return parser
 
@@ -181,6 +169,8 @@ def run_annotate(args: argparse.Namespace) -> int:
         engine = shared_engine(model=args.model, image_size=args.image_size, weights=args.weights,
                                checkpoint=args.checkpoint, sam2_checkpoint=args.sam2_checkpoint, device=args.device,
                                release=args.release, text_model=args.text_model)
+        if args.compile:
+            engine.compile()
         if engine.random_weights:
             log(RANDOM_WEIGHTS_BANNER)
         written = write_masklets(source, engine, prompts=prompts, from_task_shapes=args.from_task_shapes,
